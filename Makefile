@@ -1,0 +1,67 @@
+# Coarse-to-Fine Video Moment Search - course automation.
+# Every target bootstraps .venv (created with the system python3) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SANITIZE := tests/nbval_sanitize.cfg
+
+.PHONY: setup course test lint unit nbval-solutions nbval-notebooks sync notebooks solutions lab bench clean help
+
+help:
+	@echo "make course     set up .venv and execute every solution notebook (into build/)"
+	@echo "make test       lint + unit tests + nbval on solutions/ and notebooks/ + sync check"
+	@echo "make lab        JupyterLab on notebooks/"
+	@echo "make notebooks  regenerate notebooks/ from solutions/"
+	@echo "make solutions  re-execute solutions/ in place (authors: refresh stored outputs)"
+	@echo "make bench      run the benchmark scripts"
+
+# --- environment -----------------------------------------------------------
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# --- learners --------------------------------------------------------------
+course: $(STAMP)
+	COURSE_FAST=$${COURSE_FAST:-1} $(PY) -m course_lib.tools.run_notebooks --src solutions --out build/solutions
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+# --- tests (the README's test command is `make test`) ----------------------
+test: lint unit nbval-solutions nbval-notebooks sync
+
+lint: $(STAMP)
+	$(PY) -m ruff check course_lib tests benchmarks
+
+unit: $(STAMP)
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest tests
+
+nbval-solutions: $(STAMP)
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider solutions
+
+nbval-notebooks: $(STAMP)
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest --nbval-lax --nbval-current-env \
+		-p no:cacheprovider notebooks
+
+sync: $(STAMP)
+	$(PY) -m course_lib.tools.make_student --check
+
+# --- authors ---------------------------------------------------------------
+notebooks: $(STAMP)
+	$(PY) -m course_lib.tools.make_student
+
+solutions: $(STAMP)
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m course_lib.tools.run_notebooks --inplace --src solutions
+
+bench: $(STAMP)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,183 @@
+"""Where the course runs: device choice, seeding, Colab/online detection, caches, FAST mode.
+
+Nothing here runs at import time; every function reads the environment when called, so a
+notebook can change ``os.environ`` and see the effect at once.
+
+Environment variables
+---------------------
+``COURSE_DEVICE``  force a device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+``COURSE_FAST``    ``1`` = small, CPU-friendly runs (the default in tests and CI),
+                   ``0`` = full runs. Unset: fast unless a CUDA GPU is present.
+``COURSE_CACHE``   cache directory (default: ``<repo>/.cache`` or ``~/.cache/course_lib``).
+``COURSE_OFFLINE`` ``1`` makes :func:`is_online` answer ``False`` without touching the network.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEVICE_ENV = "COURSE_DEVICE"
+FAST_ENV = "COURSE_FAST"
+CACHE_ENV = "COURSE_CACHE"
+OFFLINE_ENV = "COURSE_OFFLINE"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_flag(name: str) -> bool | None:
+    """Read a boolean environment variable; ``None`` when unset or empty.
+
+    Raises:
+        ValueError: the variable holds something that is not a boolean word.
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def pick_device(prefer: str | None = None) -> str:
+    """Choose the compute device: ``COURSE_DEVICE`` / ``prefer``, else cuda, mps, cpu.
+
+    Args:
+        prefer: device string that wins over auto-detection (the environment variable wins
+            over this argument, so an instructor can pin a lab to the CPU).
+
+    Returns:
+        A device string usable with ``torch.device``.
+
+    Raises:
+        ValueError: a forced device is not available on this machine.
+    """
+    import torch
+
+    # 1. an explicit request (environment first, then argument)
+    forced = os.environ.get(DEVICE_ENV, "").strip() or prefer
+    if forced:
+        kind = forced.split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {forced!r} was requested but CUDA is not available")
+        if kind == "mps" and not _mps_available():
+            raise ValueError(f"device {forced!r} was requested but MPS is not available")
+        if kind not in {"cpu", "cuda", "mps"}:
+            raise ValueError(f"unknown device {forced!r}: use cpu, cuda[:N] or mps")
+        return forced
+    # 2. auto-detection, fastest first
+    if torch.cuda.is_available():
+        return "cuda"
+    if _mps_available():
+        return "mps"
+    return "cpu"
+
+
+def _mps_available() -> bool:
+    """True when Apple's Metal backend is built and usable."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; on CPU also ask torch for deterministic algorithms.
+
+    Args:
+        seed: any non-negative integer.
+        deterministic: when True, ``torch.use_deterministic_algorithms(True, warn_only=True)``
+            so CPU results repeat exactly (GPU kernels without a deterministic variant only warn).
+    """
+    import torch
+
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (the ``google.colab`` module is already imported there)."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def is_online(host: str = "pypi.org", port: int = 443, timeout: float = 1.5) -> bool:
+    """Fast connectivity check: can a TCP connection to ``host:port`` open within ``timeout``?
+
+    Never hangs longer than ``timeout`` seconds (name resolution included, bounded by the
+    same socket timeout), and answers ``False`` at once when ``COURSE_OFFLINE=1``.
+    """
+    if _env_flag(OFFLINE_ENV):
+        return False
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fast_mode() -> bool:
+    """Whether to run small (``COURSE_FAST=1``) or full (``COURSE_FAST=0``) experiments.
+
+    Unset: fast on machines without a CUDA GPU, full with one.
+    """
+    flag = _env_flag(FAST_ENV)
+    if flag is not None:
+        return flag
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def repo_root() -> Path | None:
+    """The course checkout containing this package, or ``None`` for an installed wheel."""
+    candidate = Path(__file__).resolve().parent.parent
+    return candidate if (candidate / "pyproject.toml").exists() else None
+
+
+def data_dir() -> Path:
+    """Directory of small committed artifacts (checkpoints, fixtures)."""
+    root = repo_root()
+    if root is None:
+        raise FileNotFoundError(
+            "course data/ directory not found: install the course in editable "
+            "mode from its checkout (pip install -e .)"
+        )
+    return root / "data"
+
+
+def cache_dir(sub: str = "") -> Path:
+    """Cache directory (created if needed): ``COURSE_CACHE``, else ``<repo>/.cache``.
+
+    Args:
+        sub: optional sub-directory name (e.g. ``"features"``).
+    """
+    override = os.environ.get(CACHE_ENV, "").strip()
+    if override:
+        base = Path(override).expanduser()
+    elif repo_root() is not None:
+        base = repo_root() / ".cache"
+    else:
+        base = Path.home() / ".cache" / "course_lib"
+    path = base / sub if sub else base
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,33 @@
+"""Error types shared by the whole course library.
+
+Every error a learner can trigger with bad input is a subclass of :class:`CourseError`,
+and its message names the bad thing (file, record, field or shape).
+"""
+
+
+class CourseError(Exception):
+    """Base class of every error raised deliberately by course_lib."""
+
+
+class VideoReadError(CourseError):
+    """A video file is missing, unreadable, truncated, has no video stream or no frames."""
+
+
+class DataValidationError(CourseError, ValueError):
+    """A dataset record or feature file breaks the expected format (names record and field)."""
+
+
+class MetricInputError(CourseError, ValueError):
+    """Predictions or ground truth given to a metric are malformed."""
+
+
+class CheckpointError(CourseError):
+    """A checkpoint is missing, corrupted (checksum mismatch) or incompatible."""
+
+
+class OfflineError(CourseError):
+    """Something must be downloaded but the machine is offline; says what to fetch by hand."""
+
+
+class NotebookFormatError(CourseError, ValueError):
+    """A solution notebook has malformed exercise markers (names notebook and cell)."""

@@ -1,0 +1,1 @@
+"""Developer tools: the exercise generator and the notebook runner."""

@@ -1,0 +1,106 @@
+"""Tests for course_lib.env: device choice, seeding, flags, caches."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import env
+
+
+def test_pick_device_defaults_to_available_backend(monkeypatch):
+    monkeypatch.delenv(env.DEVICE_ENV, raising=False)
+    device = env.pick_device()
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if env._mps_available() else "cpu")
+    assert device == expected
+
+
+def test_pick_device_env_override_wins(monkeypatch):
+    monkeypatch.setenv(env.DEVICE_ENV, "cpu")
+    assert env.pick_device(prefer="cuda") == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_pick_device_unavailable_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(env.DEVICE_ENV, "cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        env.pick_device()
+
+
+def test_pick_device_unknown_name(monkeypatch):
+    monkeypatch.setenv(env.DEVICE_ENV, "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        env.pick_device()
+
+
+def test_seed_everything_repeats_python_numpy_torch():
+    import random
+
+    env.seed_everything(123)
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    env.seed_everything(123)
+    second = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[0] == second[0] and first[1] == second[1]
+    assert torch.equal(first[2], second[2])
+
+
+def test_seed_everything_rejects_negative():
+    with pytest.raises(ValueError, match="non-negative"):
+        env.seed_everything(-1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("0", False), ("yes", True), ("off", False)]
+)
+def test_fast_mode_reads_environment(monkeypatch, value, expected):
+    monkeypatch.setenv(env.FAST_ENV, value)
+    assert env.fast_mode() is expected
+
+
+def test_fast_mode_unset_follows_gpu(monkeypatch):
+    monkeypatch.delenv(env.FAST_ENV, raising=False)
+    assert env.fast_mode() is (not torch.cuda.is_available())
+
+
+def test_bad_boolean_flag_names_variable(monkeypatch):
+    monkeypatch.setenv(env.FAST_ENV, "maybe")
+    with pytest.raises(ValueError, match="COURSE_FAST"):
+        env.fast_mode()
+
+
+def test_is_online_respects_offline_flag_instantly(monkeypatch):
+    monkeypatch.setenv(env.OFFLINE_ENV, "1")
+    start = time.perf_counter()
+    assert env.is_online() is False
+    assert time.perf_counter() - start < 0.1
+
+
+def test_is_online_never_hangs_on_unroutable_host(monkeypatch):
+    monkeypatch.delenv(env.OFFLINE_ENV, raising=False)
+    start = time.perf_counter()
+    # TEST-NET-1 (RFC 5737) is never routed: the check must give up within its timeout
+    assert env.is_online(host="192.0.2.1", port=9, timeout=0.3) is False
+    assert time.perf_counter() - start < 3.0
+
+
+def test_in_colab_false_here(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    assert env.in_colab() is False
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-x")
+    assert env.in_colab() is True
+
+
+def test_cache_dir_override_and_subdir(monkeypatch, tmp_path):
+    monkeypatch.setenv(env.CACHE_ENV, str(tmp_path / "c"))
+    path = env.cache_dir("features")
+    assert path == tmp_path / "c" / "features" and path.is_dir()
+
+
+def test_default_cache_is_git_ignored(monkeypatch):
+    monkeypatch.delenv(env.CACHE_ENV, raising=False)
+    root = env.repo_root()
+    assert root is not None
+    ignored = (root / ".gitignore").read_text().splitlines()
+    assert ".cache/" in ignored
+    assert env.cache_dir() == root / ".cache"
