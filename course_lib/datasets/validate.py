@@ -1,0 +1,349 @@
+"""Validators for the course's record formats (QVHighlights moments, retrieval pairs, corpus).
+
+Each ``*_errors`` function returns a list of plain-English problems (empty = valid); each
+``validate_*`` function raises :class:`~course_lib.errors.DataValidationError` listing them.
+Every message names the record (qid or pair_id, and its index) and the field.
+
+Moment record rules (QVHighlights, 2-second clips; clip ``i`` covers ``[2i, 2i+2)``):
+
+* ``0 <= st < ed <= duration`` for every window ``[st, ed]``;
+* ``relevant_clip_ids`` is sorted, unique and equals the union over windows of
+  ``floor(st / 2) .. ceil(ed / 2) - 1``;
+* ``saliency_scores`` has one list of annotator scores (ints 0-4, three in QVHighlights)
+  per relevant clip id, in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from course_lib.datasets.records import is_int, is_number
+from course_lib.errors import DataValidationError
+
+# seconds per clip (QVHighlights). Equal to course_lib.spans.CLIP_LEN (a test checks it);
+# defined here so the validator CLI does not have to import torch (spans does).
+CLIP_LEN = 2.0
+
+MOMENT_FIELDS = (
+    "qid",
+    "query",
+    "vid",
+    "duration",
+    "relevant_windows",
+    "relevant_clip_ids",
+    "saliency_scores",
+)
+LABEL_FIELDS = ("relevant_windows", "relevant_clip_ids", "saliency_scores")
+PAIR_FIELDS = ("pair_id", "vid", "caption", "duration")
+MAX_SCORE = 4  # saliency scores and corpus relevance are integers 0..4
+_EPS = 1e-6  # seconds of slack for float rounding at window edges
+
+
+def _name(record, index: int | None, key: str = "qid") -> str:
+    """Human-readable record name: ``record qid=7 (index 3)``."""
+    ident = record.get(key, "?") if isinstance(record, dict) else "?"
+    where = f" (index {index})" if index is not None else ""
+    return f"record {key}={ident!r}{where}"
+
+
+def clips_of_window(st: float, ed: float, clip_len: float = CLIP_LEN) -> range:
+    """Clip ids a window ``[st, ed]`` covers: ``floor(st/L) .. ceil(ed/L) - 1``.
+
+    Same rule as :func:`course_lib.spans.window_to_clip_ids`, with a little slack for float
+    rounding (a window ending at 6.0000000001 still ends in clip 2).
+    """
+    first = math.floor(st / clip_len + 1e-9)
+    last = math.ceil(ed / clip_len - 1e-9) - 1
+    return range(first, last + 1)
+
+
+def _window_errors(windows, duration, field: str = "relevant_windows") -> list[str]:
+    """Problems with a list of ``[st, ed]`` windows inside ``[0, duration]``."""
+    if not isinstance(windows, list) or not windows:
+        return [f"field '{field}': expected a non-empty list of [start, end], got {windows!r}"]
+    errors = []
+    for j, w in enumerate(windows):
+        errors += _one_window_errors(w, duration, f"{field}[{j}]")
+    return errors
+
+
+def _one_window_errors(w, duration, field: str) -> list[str]:
+    """Problems with one window ``[st, ed]``."""
+    if not isinstance(w, (list, tuple)) or len(w) != 2 or not all(is_number(x) for x in w):
+        return [f"field '{field}': expected [start, end] finite numbers, got {w!r}"]
+    st, ed = float(w[0]), float(w[1])
+    if st >= ed:
+        return [f"field '{field}': start {st} >= end {ed}"]
+    if st < -_EPS or (is_number(duration) and ed > float(duration) + _EPS):
+        return [f"field '{field}': window [{st}, {ed}] outside the video [0, {duration}]"]
+    return []
+
+
+def _header_errors(
+    record: dict, required: tuple[str, ...], allowed: tuple[str, ...], allow_extra: bool
+) -> list[str]:
+    """Missing required fields and (unless ``allow_extra``) unknown ones."""
+    errors = [f"field '{f}': missing" for f in required if f not in record]
+    if not allow_extra:
+        errors += [
+            f"field '{f}': unknown field (allowed: {', '.join(allowed)})"
+            for f in record
+            if f not in allowed
+        ]
+    return errors
+
+
+def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> list[str]:
+    """Types of the id, text, vid and duration fields (when present)."""
+    errors = []
+    if id_key is not None and id_key in record and not is_int(record[id_key]):
+        errors.append(f"field '{id_key}': expected int, got {record[id_key]!r}")
+    if (
+        text_key is not None
+        and text_key in record
+        and (not isinstance(record[text_key], str) or not record[text_key].strip())
+    ):
+        errors.append(f"field '{text_key}': expected a non-empty string, got {record[text_key]!r}")
+    if "vid" in record and (not isinstance(record["vid"], str) or not record["vid"]):
+        errors.append(f"field 'vid': expected a non-empty string, got {record['vid']!r}")
+    dur = record.get("duration", 1.0)
+    if not is_number(dur) or float(dur) <= 0:
+        errors.append(f"field 'duration': expected a positive finite number, got {dur!r}")
+    return errors
+
+
+def _clip_id_errors(record: dict, clip_len: float) -> list[str]:
+    """``relevant_clip_ids``: sorted unique ints equal to the clips the windows cover."""
+    ids = record["relevant_clip_ids"]
+    if not isinstance(ids, list) or not all(is_int(i) for i in ids):
+        return [f"field 'relevant_clip_ids': expected a list of ints, got {ids!r}"]
+    if any(b <= a for a, b in zip(ids, ids[1:])):
+        return [f"field 'relevant_clip_ids': not sorted and unique: {ids}"]
+    windows = record.get("relevant_windows")
+    if not isinstance(windows, list) or _window_errors(windows, record.get("duration")):
+        return []  # windows are broken (reported separately): nothing to compare against
+    expected = sorted({c for st, ed in windows for c in clips_of_window(st, ed, clip_len)})
+    if list(ids) != expected:
+        return [
+            f"field 'relevant_clip_ids': {ids} inconsistent with relevant_windows {windows} "
+            f"(expected clip ids {expected}; clip i covers [{clip_len:g}i, {clip_len:g}i+{clip_len:g}))"
+        ]
+    return []
+
+
+def _saliency_errors(record: dict) -> list[str]:
+    """``saliency_scores``: one equal-length list of ints 0-4 per relevant clip id."""
+    scores, ids = record["saliency_scores"], record.get("relevant_clip_ids")
+    if not isinstance(scores, list):
+        return [f"field 'saliency_scores': expected a list of score lists, got {scores!r}"]
+    if isinstance(ids, list) and len(scores) != len(ids):
+        return [
+            f"field 'saliency_scores': length {len(scores)} != len(relevant_clip_ids) {len(ids)}"
+        ]
+    for j, row in enumerate(scores):
+        if not isinstance(row, list) or not row or not all(is_int(x) for x in row):
+            return [f"field 'saliency_scores[{j}]': expected a list of ints, got {row!r}"]
+        if any(not 0 <= x <= MAX_SCORE for x in row):
+            return [f"field 'saliency_scores[{j}]': scores {row} outside 0-{MAX_SCORE}"]
+        if len(row) != len(scores[0]):
+            return [
+                f"field 'saliency_scores[{j}]': {len(row)} annotators, row 0 has {len(scores[0])}"
+            ]
+    return []
+
+
+def moment_record_errors(
+    record,
+    index: int | None = None,
+    clip_len: float = CLIP_LEN,
+    require_labels: bool = True,
+    allow_extra: bool = False,
+) -> list[str]:
+    """All problems with one QVHighlights moment record (see the module docstring).
+
+    Args:
+        record: the record (a dict parsed from one jsonl line).
+        index: its position in the file/list, used in messages.
+        clip_len: clip length in seconds (2 in QVHighlights).
+        require_labels: if False, the label fields (windows, clip ids, saliency) may be
+            absent, as in the QVHighlights test split; present ones are still checked.
+        allow_extra: accept fields beyond the seven QVHighlights fields.
+
+    Returns:
+        Messages of the form ``record qid=7 (index 3): field 'x': problem``.
+    """
+    name = _name(record, index)
+    if not isinstance(record, dict):
+        return [f"{name}: expected a dict, got {type(record).__name__}"]
+    required = MOMENT_FIELDS if require_labels else MOMENT_FIELDS[:4]
+    errors = _header_errors(record, required, MOMENT_FIELDS, allow_extra)
+    errors += _basic_errors(record, "qid", "query")
+    if "relevant_windows" in record:
+        errors += _window_errors(record["relevant_windows"], record.get("duration"))
+    if "relevant_clip_ids" in record:
+        errors += _clip_id_errors(record, clip_len)
+    if "saliency_scores" in record:
+        errors += _saliency_errors(record)
+    return [f"{name}: {e}" for e in errors]
+
+
+def _raise(errors: list[str], limit: int = 5) -> None:
+    """Raise DataValidationError listing the first ``limit`` problems."""
+    if errors:
+        more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+        raise DataValidationError("; ".join(errors[:limit]) + more)
+
+
+def validate_moment_record(
+    record,
+    index: int | None = None,
+    clip_len: float = CLIP_LEN,
+    require_labels: bool = True,
+    allow_extra: bool = False,
+) -> None:
+    """Raise DataValidationError if ``record`` is not a valid moment record.
+
+    Args: as :func:`moment_record_errors`.
+
+    Raises:
+        DataValidationError: names the record (qid, index) and the field.
+    """
+    _raise(moment_record_errors(record, index, clip_len, require_labels, allow_extra))
+
+
+def _duplicate_errors(records: list, key: str) -> list[str]:
+    """Messages for records that repeat an id already used by an earlier record."""
+    seen, errors = {}, []
+    for i, rec in enumerate(records):
+        ident = rec.get(key) if isinstance(rec, dict) else None
+        if ident is None or not is_int(ident):
+            continue
+        if ident in seen:
+            errors.append(f"{_name(rec, i, key)}: field '{key}': duplicate of index {seen[ident]}")
+        seen.setdefault(ident, i)
+    return errors
+
+
+def validate_moment_records(
+    records: Iterable,
+    clip_len: float = CLIP_LEN,
+    require_labels: bool = True,
+    allow_extra: bool = False,
+) -> None:
+    """Validate every moment record and reject duplicate qids.
+
+    Raises:
+        DataValidationError: listing the first problems (record qid, index and field).
+    """
+    records = list(records)
+    errors = []
+    for i, rec in enumerate(records):
+        errors += moment_record_errors(rec, i, clip_len, require_labels, allow_extra)
+    _raise(errors + _duplicate_errors(records, "qid"))
+
+
+def retrieval_pair_errors(pair, index: int | None = None) -> list[str]:
+    """Problems with one retrieval pair ``{pair_id, vid, caption, duration}``."""
+    name = _name(pair, index, "pair_id")
+    if not isinstance(pair, dict):
+        return [f"{name}: expected a dict, got {type(pair).__name__}"]
+    errors = _header_errors(pair, PAIR_FIELDS, PAIR_FIELDS, allow_extra=True)
+    errors += _basic_errors(pair, "pair_id", "caption")
+    return [f"{name}: {e}" for e in errors]
+
+
+def validate_retrieval_pairs(pairs: Iterable) -> None:
+    """Validate retrieval pairs and reject duplicate pair_ids.
+
+    Raises:
+        DataValidationError: names the pair (pair_id, index) and the field.
+    """
+    pairs = list(pairs)
+    errors = [e for i, p in enumerate(pairs) for e in retrieval_pair_errors(p, i)]
+    _raise(errors + _duplicate_errors(pairs, "pair_id"))
+
+
+def _video_table(videos, errors: list[str]) -> dict[str, float]:
+    """``vid -> duration`` from the corpus video list, collecting problems in ``errors``."""
+    table: dict[str, float] = {}
+    if not isinstance(videos, list):
+        errors.append(f"corpus: field 'videos': expected a list, got {type(videos).__name__}")
+        return table
+    for i, video in enumerate(videos):
+        if not isinstance(video, dict):
+            errors.append(f"corpus video (index {i}): expected a dict, got {video!r}")
+            continue
+        problems = _header_errors(video, ("vid", "duration"), (), allow_extra=True)
+        problems += _basic_errors(video, None, None)
+        if not problems and video["vid"] in table:
+            problems.append(f"field 'vid': duplicate video {video['vid']!r}")
+        errors += [f"corpus video vid={video.get('vid', '?')!r} (index {i}): {e}" for e in problems]
+        if not problems:
+            table[video["vid"]] = float(video["duration"])
+    return table
+
+
+def _corpus_moment_errors(moment, table: dict[str, float], field: str) -> list[str]:
+    """Problems with one ``{vid, duration, window, relevance}`` entry of a corpus query."""
+    if not isinstance(moment, dict):
+        return [f"field '{field}': expected a dict, got {moment!r}"]
+    fields = ("vid", "duration", "window", "relevance")
+    errors = [
+        e.replace("field '", f"field '{field}.") for e in _header_errors(moment, fields, (), True)
+    ]
+    if errors:
+        return errors
+    vid, rel = moment["vid"], moment["relevance"]
+    if vid not in table:
+        return [f"field '{field}.vid': unknown video {vid!r} (not in corpus['videos'])"]
+    dur = table[vid]
+    if not is_number(moment["duration"]) or abs(float(moment["duration"]) - dur) > 1e-3:
+        errors.append(f"field '{field}.duration': {moment['duration']!r} != video duration {dur}")
+    errors += _one_window_errors(moment["window"], dur, f"{field}.window")
+    if not is_int(rel) or not 0 <= rel <= MAX_SCORE:
+        errors.append(f"field '{field}.relevance': expected an int 0-{MAX_SCORE}, got {rel!r}")
+    return errors
+
+
+def corpus_query_errors(query, table: dict[str, float], index: int | None = None) -> list[str]:
+    """Problems with one corpus query ``{qid, query, relevant_moments}`` given ``vid -> duration``."""
+    name = _name(query, index)
+    if not isinstance(query, dict):
+        return [f"{name}: expected a dict, got {type(query).__name__}"]
+    errors = _header_errors(query, ("qid", "query", "relevant_moments"), (), allow_extra=True)
+    errors += _basic_errors(query, "qid", "query")
+    moments = query.get("relevant_moments", [])
+    if not isinstance(moments, list):
+        errors.append(f"field 'relevant_moments': expected a list, got {moments!r}")
+        moments = []
+    for j, moment in enumerate(moments):
+        errors += _corpus_moment_errors(moment, table, f"relevant_moments[{j}]")
+    return [f"{name}: {e}" for e in errors]
+
+
+def corpus_errors(corpus) -> list[str]:
+    """All problems with a corpus ``{"videos": [...], "queries": [...]}``."""
+    if not isinstance(corpus, dict) or "videos" not in corpus or "queries" not in corpus:
+        return ["corpus: expected a dict with fields 'videos' and 'queries'"]
+    errors: list[str] = []
+    table = _video_table(corpus["videos"], errors)
+    queries = corpus["queries"]
+    if not isinstance(queries, list):
+        return errors + ["corpus: field 'queries': expected a list"]
+    for i, query in enumerate(queries):
+        errors += corpus_query_errors(query, table, i)
+    return errors + _duplicate_errors(queries, "qid")
+
+
+def validate_corpus(corpus) -> None:
+    """Validate a TVR-Ranking-like corpus (videos + queries with graded relevant moments).
+
+    Checks: unique vids with positive durations; each query's moments refer to a known vid,
+    repeat that video's duration, have ``0 <= st < ed <= duration`` and relevance 0-4;
+    qids are unique ints.
+
+    Raises:
+        DataValidationError: names the query (qid, index) or video and the field.
+    """
+    _raise(corpus_errors(corpus))
