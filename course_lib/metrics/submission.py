@@ -1,0 +1,227 @@
+"""QVHighlights submissions: validation of predictions and ground truth, and writing jsonl.
+
+Submission line (official QVHighlights format)::
+
+    {"qid": int, "query": str, "vid": str,
+     "pred_relevant_windows": [[st, ed, score], ...],          # seconds, any order
+     "pred_saliency_scores": [float, ...]}                      # one per 2-s clip of the video
+
+Either prediction field may be left out by every line (moment retrieval only / highlight
+detection only), but not by some lines only. Ground-truth lines use the moment-record format
+of ``course_lib.datasets`` (``qid, query, vid, duration, relevant_windows, relevant_clip_ids,
+saliency_scores``).
+
+Every check raises :class:`course_lib.errors.MetricInputError` naming the qid and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from course_lib.errors import MetricInputError
+from course_lib.files import atomic_write
+from course_lib.spans import num_clips
+
+N_ANNOTATORS = 3
+"""QVHighlights saliency: three annotators score every relevant clip 0-4."""
+
+WINDOW_KEY = "pred_relevant_windows"
+SALIENCY_KEY = "pred_saliency_scores"
+
+
+_SEQUENCE = (list, tuple, np.ndarray)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _check_window(w: Any, qid: Any, field: str, index: int, with_score: bool) -> None:
+    """One ``[st, ed]`` (or ``[st, ed, score]``) window: finite numbers with st < ed."""
+    n = 3 if with_score else 2
+    where = f"qid {qid!r}: {field}[{index}]"
+    if not isinstance(w, _SEQUENCE) or len(w) != n:
+        raise MetricInputError(f"{where} must be a list of {n} numbers, got {w!r}")
+    if not all(_is_number(v) for v in w):
+        raise MetricInputError(f"{where} must hold numbers only, got {w!r}")
+    if with_score and math.isnan(w[2]):
+        raise MetricInputError(f"{where} has a NaN score")
+    if not (math.isfinite(w[0]) and math.isfinite(w[1])):
+        raise MetricInputError(f"{where} has a non-finite time, got {w!r}")
+    if not w[0] < w[1]:
+        raise MetricInputError(f"{where} must have st < ed, got st={w[0]}, ed={w[1]}")
+
+
+def validate_ground_truth(ground_truth: Sequence[Mapping], need_saliency: bool = True) -> None:
+    """Check ground-truth moment records for the QVHighlights metrics.
+
+    Args:
+        ground_truth: moment records (see module docstring).
+        need_saliency: also check ``relevant_clip_ids`` / ``saliency_scores``.
+
+    Raises:
+        MetricInputError: a malformed record (names qid and field) or a duplicate qid.
+    """
+    if not isinstance(ground_truth, Sequence) or len(ground_truth) == 0:
+        raise MetricInputError("ground truth must be a non-empty list of records")
+    seen: set = set()
+    for i, rec in enumerate(ground_truth):
+        if not isinstance(rec, Mapping) or "qid" not in rec:
+            raise MetricInputError(f"ground truth record {i} has no 'qid'")
+        qid = rec["qid"]
+        if qid in seen:
+            raise MetricInputError(f"ground truth has qid {qid!r} twice")
+        seen.add(qid)
+        duration = rec.get("duration")
+        if not _is_number(duration) or not duration > 0:
+            raise MetricInputError(
+                f"ground truth qid {qid!r}: duration must be > 0, got {duration!r}"
+            )
+        windows = rec.get("relevant_windows", [])
+        if not isinstance(windows, (list, tuple)):
+            raise MetricInputError(f"ground truth qid {qid!r}: relevant_windows must be a list")
+        for j, w in enumerate(windows):
+            _check_window(w, qid, "ground truth relevant_windows", j, with_score=False)
+        if need_saliency:
+            _check_gt_saliency(rec, qid, num_clips(duration))
+
+
+def _check_gt_saliency(rec: Mapping, qid: Any, n_clips: int) -> None:
+    """relevant_clip_ids inside the video, one triple of ints 0-4 per clip id."""
+    ids, scores = rec.get("relevant_clip_ids"), rec.get("saliency_scores")
+    if ids is None or scores is None:
+        raise MetricInputError(
+            f"ground truth qid {qid!r} lacks relevant_clip_ids/saliency_scores (needed for highlights)"
+        )
+    if len(ids) != len(scores):
+        raise MetricInputError(
+            f"ground truth qid {qid!r}: {len(ids)} relevant_clip_ids but {len(scores)} saliency_scores"
+        )
+    for cid, triple in zip(ids, scores):
+        if not isinstance(cid, int) or not 0 <= cid < n_clips:
+            raise MetricInputError(
+                f"ground truth qid {qid!r}: clip id {cid!r} outside the video's {n_clips} clips"
+            )
+        if len(triple) != N_ANNOTATORS or not all(_is_number(s) and 0 <= s <= 4 for s in triple):
+            raise MetricInputError(
+                f"ground truth qid {qid!r}: saliency of clip {cid} must be {N_ANNOTATORS} scores "
+                f"in 0..4, got {triple!r}"
+            )
+
+
+def validate_submission(predictions: Sequence[Mapping], ground_truth: Sequence[Mapping]) -> None:
+    """Check a submission against its ground truth before any metric runs.
+
+    Checks: the ground truth itself (:func:`validate_ground_truth`), qids unique and equal to the ground-truth qids (missing and extra qids are named),
+    ``vid`` agrees with the ground truth where given, windows ``[st, ed, score]`` are finite with
+    ``st < ed`` and a non-NaN score, saliency lists have exactly one score per 2-s clip
+    (``int(duration / 2)``) and hold finite numbers, and the prediction fields are present in
+    all lines or in none.
+
+    Raises:
+        MetricInputError: naming the first bad qid / field.
+    """
+    if not isinstance(predictions, Sequence) or len(predictions) == 0:
+        raise MetricInputError("submission must be a non-empty list of prediction dicts")
+    first = predictions[0] if isinstance(predictions[0], Mapping) else {}
+    validate_ground_truth(ground_truth, need_saliency=SALIENCY_KEY in first)
+    gt_by_qid = {rec["qid"]: rec for rec in ground_truth}
+    pred_qids: list = []
+    for i, pred in enumerate(predictions):
+        if not isinstance(pred, Mapping) or "qid" not in pred:
+            raise MetricInputError(f"submission line {i} has no 'qid'")
+        pred_qids.append(pred["qid"])
+    if len(set(pred_qids)) != len(pred_qids):
+        dup = next(q for q in pred_qids if pred_qids.count(q) > 1)
+        raise MetricInputError(f"submission has qid {dup!r} more than once")
+    missing = [q for q in gt_by_qid if q not in set(pred_qids)]
+    extra = [q for q in pred_qids if q not in gt_by_qid]
+    if missing:
+        raise MetricInputError(
+            f"submission lacks predictions for qids {missing[:5]} ({len(missing)} missing)"
+        )
+    if extra:
+        raise MetricInputError(f"submission has qids not in the ground truth: {extra[:5]}")
+    for key in (WINDOW_KEY, SALIENCY_KEY):
+        present = [key in p for p in predictions]
+        if any(present) and not all(present):
+            qid = pred_qids[present.index(False)]
+            raise MetricInputError(f"qid {qid!r} lacks {key!r} while other lines have it")
+    if not any(k in predictions[0] for k in (WINDOW_KEY, SALIENCY_KEY)):
+        raise MetricInputError(f"submission has neither {WINDOW_KEY!r} nor {SALIENCY_KEY!r}")
+    for pred in predictions:
+        _check_prediction(pred, gt_by_qid[pred["qid"]])
+
+
+def _check_prediction(pred: Mapping, gt: Mapping) -> None:
+    """One submission line against its ground-truth record."""
+    qid = pred["qid"]
+    if "vid" in pred and pred["vid"] != gt.get("vid", pred["vid"]):
+        raise MetricInputError(
+            f"qid {qid!r}: vid {pred['vid']!r} but ground truth has {gt['vid']!r}"
+        )
+    if WINDOW_KEY in pred:
+        windows = pred[WINDOW_KEY]
+        if not isinstance(windows, _SEQUENCE):
+            raise MetricInputError(f"qid {qid!r}: {WINDOW_KEY} must be a list")
+        for j, w in enumerate(windows):
+            _check_window(w, qid, WINDOW_KEY, j, with_score=True)
+    if SALIENCY_KEY in pred:
+        scores = pred[SALIENCY_KEY]
+        expected = num_clips(gt["duration"])
+        if not isinstance(scores, _SEQUENCE) or np.ndim(scores) != 1 or len(scores) != expected:
+            if not isinstance(scores, _SEQUENCE):
+                got = type(scores).__name__
+            else:
+                got = len(scores) if np.ndim(scores) == 1 else f"shape {np.shape(scores)}"
+            raise MetricInputError(
+                f"qid {qid!r}: {SALIENCY_KEY} needs {expected} scores (one per 2-s clip of a "
+                f"{gt['duration']} s video), got {got}"
+            )
+        if not all(_is_number(s) and math.isfinite(s) for s in scores):
+            raise MetricInputError(f"qid {qid!r}: {SALIENCY_KEY} must hold finite numbers")
+
+
+def _to_builtin(x: Any) -> Any:
+    """numpy / torch scalars and arrays -> plain python for json."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, Mapping):
+        return {k: _to_builtin(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_builtin(v) for v in x]
+    return x
+
+
+def write_submission(path: str | os.PathLike, predictions: Sequence[Mapping]) -> None:
+    """Write predictions as official-format jsonl (one json object per line), atomically.
+
+    numpy / torch numbers are converted to plain python. Nothing is written if a line cannot be
+    serialised (the previous file, if any, stays intact).
+    """
+    lines = [json.dumps(_to_builtin(dict(p)), allow_nan=False) for p in predictions]
+    with atomic_write(path, "w") as handle:
+        for line in lines:
+            handle.write(line + "\n")
+
+
+def read_submission(path: str | os.PathLike) -> list[dict]:
+    """Read a jsonl submission (or ground-truth) file; names the line that is not json."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise MetricInputError(
+                    f"{path}: line {lineno} is not valid json ({err.msg})"
+                ) from err
+    return records
