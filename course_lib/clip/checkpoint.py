@@ -1,0 +1,136 @@
+"""SHA256-verified checkpoints: safetensors (preferred) or ``torch.load(weights_only=True)``.
+
+A committed checkpoint ``data/NAME.safetensors`` comes with a manifest ``data/NAME.sha256`` in
+``sha256sum`` format (``<hex>  NAME.safetensors``), so ``sha256sum -c data/NAME.sha256`` checks
+it from a shell too. Loading refuses a file whose hash differs from the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from course_lib.errors import CheckpointError
+from course_lib.files import atomic_write, sha256_file
+
+
+def manifest_path(checkpoint: str | os.PathLike) -> Path:
+    """The manifest next to a checkpoint: same stem, suffix ``.sha256``."""
+    return Path(checkpoint).with_suffix(".sha256")
+
+
+def write_manifest(checkpoint: str | os.PathLike) -> str:
+    """Hash ``checkpoint`` and write its ``sha256sum``-style manifest atomically.
+
+    Returns:
+        The hex SHA256 of the checkpoint.
+    """
+    path = Path(checkpoint)
+    digest = sha256_file(path)
+    with atomic_write(manifest_path(path), "w") as handle:
+        handle.write(f"{digest}  {path.name}\n")
+    return digest
+
+
+def read_manifest(checkpoint: str | os.PathLike) -> str:
+    """The expected SHA256 of ``checkpoint`` from its manifest.
+
+    Raises:
+        CheckpointError: the manifest is missing or malformed.
+    """
+    manifest = manifest_path(checkpoint)
+    if not manifest.is_file():
+        raise CheckpointError(f"checksum manifest {manifest} for {checkpoint} is missing")
+    parts = manifest.read_text(encoding="utf-8").split()
+    if not parts or len(parts[0]) != 64:
+        raise CheckpointError(f"checksum manifest {manifest} is malformed: {parts[:2]}")
+    return parts[0].lower()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> str:
+    """Check a file's SHA256 against ``expected``.
+
+    Returns:
+        The actual hex digest (equal to ``expected``).
+
+    Raises:
+        CheckpointError: the file is missing or its hash differs (message names file and both hashes).
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or was modified: SHA256 is {actual}, "
+            f"expected {expected.lower()}"
+        )
+    return actual
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    dtype: torch.dtype | None = torch.float16,
+) -> str:
+    """Save tensors as safetensors atomically (floating tensors cast to ``dtype``), write manifest.
+
+    Args:
+        state: tensors to store (e.g. ``model.state_dict()``).
+        path: destination ``*.safetensors`` file.
+        metadata: string key/values stored in the safetensors header.
+        dtype: floating-point storage type (``None`` keeps each tensor's own dtype).
+
+    Returns:
+        The hex SHA256 of the written file.
+    """
+    from safetensors.torch import save
+
+    # 1. contiguous CPU copies in the storage dtype
+    tensors = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    # 2. serialise in memory, then write atomically
+    blob = save(tensors, metadata=metadata or {})
+    with atomic_write(path, "wb") as handle:
+        handle.write(blob)
+    return write_manifest(path)
+
+
+def load_state_dict(
+    path: str | os.PathLike, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a verified checkpoint as float32 tensors.
+
+    Args:
+        path: ``*.safetensors`` file, or a ``torch.save`` file (loaded with ``weights_only=True``).
+        expected_sha256: hash to check; ``None`` reads the manifest next to the file.
+
+    Returns:
+        ``(state_dict, metadata)``; metadata is empty for torch files.
+
+    Raises:
+        CheckpointError: missing file or manifest, hash mismatch, or an unreadable file.
+    """
+    path = Path(path)
+    # 1. the hash check comes first: a tampered file is never parsed
+    verify_sha256(path, expected_sha256 or read_manifest(path))
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        else:
+            state, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
+    except Exception as error:  # a parse error after a correct hash: incompatible format
+        raise CheckpointError(f"checkpoint {path} could not be read: {error}") from error
+    # 2. compute in float32 whatever the storage precision
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, metadata

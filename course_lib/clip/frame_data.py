@@ -1,0 +1,149 @@
+"""Toy-world frames with captions: the image-text pairs tiny CLIP learns from.
+
+A :class:`FrameSample` is one frame of a trimmed toy-world clip (``toy-<split>-c<seed>-<i>``):
+its scene and the (colour, shape) of every visible object. :func:`frame_caption` describes a
+frame with a random subset of what it shows ("a red circle and a star on the beach",
+"a photo of a cobalt shape", "on a snowy field"), worded with the toy world's caption grammar
+(synonyms included); its :class:`Meaning` lists exactly the attributes
+named, and :func:`matches` says whether a frame shows all of them. That relation defines both
+the multi-positive targets of training and a hit in text-to-frame retrieval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAMES_PER_VIDEO = 4
+
+# caption prefixes; colour, shape and scene words come from the toy world's grammar
+# (course_lib.toyworld.captions: COLOUR_WORDS, SHAPE_WORDS, SCENE_PHRASES), synonyms included
+_PREFIXES = ("", "", "a photo of ", "a frame showing ", "a picture of ")
+_SCENE_ONLY = ("a photo of a {} scene", "a {} scene", "the {}", "a {} background")
+
+
+@dataclass(frozen=True)
+class FrameSample:
+    """One toy-world frame: where it comes from and what it shows."""
+
+    vid: str
+    t: float
+    scene: str
+    objects: tuple[tuple[str, str], ...]  # visible (colour, shape) pairs
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """The attributes a caption names: partial objects (None = not named) and maybe the scene."""
+
+    objects: tuple[tuple[str | None, str | None], ...]
+    scene: str | None
+
+
+def sample_frames(split: str, n: int, seed: int = 0) -> list[FrameSample]:
+    """``n`` frames of trimmed clips of ``split``, ``FRAMES_PER_VIDEO`` per clip at seeded times.
+
+    Args:
+        split: toy-world split (``train``, ``val``, ``test``, ``test_novel``).
+        n: number of frames.
+        seed: seed of both the clip ids (``toy-<split>-c<seed>-<i>``) and the frame times.
+
+    Returns:
+        The samples, deterministic in (split, n, seed).
+    """
+    from course_lib.toyworld import make_vid, video_spec, visible_objects
+
+    rng = np.random.default_rng([seed, 7])
+    samples = []
+    for i in range(n):
+        vid = make_vid(split, "c", seed, i // FRAMES_PER_VIDEO)
+        spec = video_spec(vid)
+        t = round(float(rng.uniform(0.0, spec.duration)), 3)
+        objects = tuple((str(c), str(s)) for c, s in visible_objects(vid, t))
+        samples.append(FrameSample(vid, t, str(spec.scene), objects))
+    return samples
+
+
+def render_samples(samples: list[FrameSample], size: int = 64) -> np.ndarray:
+    """Render every sample -> uint8 (N, size, size, 3)."""
+    from course_lib.toyworld import render_frame
+
+    return np.stack([render_frame(s.vid, s.t, size=size) for s in samples])
+
+
+def frame_caption(sample: FrameSample, rng: np.random.Generator) -> tuple[str, Meaning]:
+    """A random true description of a frame, and the attributes it names.
+
+    Each visible object is mentioned with probability 0.7 (colour and shape 60 %, colour only
+    20 %, shape only 20 %); the scene with probability 0.5, always when no object is named.
+    """
+    # 1. choose which objects and attributes to name
+    named: list[tuple[str | None, str | None]] = []
+    for colour, shape in sample.objects:
+        if rng.random() < 0.7:
+            detail = rng.choice(3, p=[0.6, 0.2, 0.2])
+            named.append((colour if detail != 2 else None, shape if detail != 1 else None))
+    scene = sample.scene if (not named or rng.random() < 0.5) else None
+    # 2. words
+    from course_lib.toyworld.captions import SCENE_PHRASES
+
+    phrases = [_object_phrase(c, s, rng) for c, s in named]
+    prefix = _PREFIXES[rng.integers(len(_PREFIXES))]
+    if phrases:
+        text = prefix + " and ".join(phrases)
+        if scene is not None:
+            text += " " + _pick(rng, SCENE_PHRASES[scene])
+    else:
+        text = _SCENE_ONLY[rng.integers(len(_SCENE_ONLY))].format(scene)
+        text = text if rng.random() < 0.5 else _pick(rng, SCENE_PHRASES[scene])
+    return text, Meaning(tuple(named), scene)
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    """The canonical (first) word half of the time, else a random synonym."""
+    return options[0] if rng.random() < 0.5 else options[int(rng.integers(len(options)))]
+
+
+def _object_phrase(colour: str | None, shape: str | None, rng: np.random.Generator) -> str:
+    """ "a red circle" / "a crimson ball", "a red shape" / "something red", "a circle"."""
+    from course_lib.toyworld.captions import COLOUR_WORDS, SHAPE_WORDS
+
+    colour_word = _pick(rng, COLOUR_WORDS[colour]) if colour else ""
+    shape_word = _pick(rng, SHAPE_WORDS[shape]) if shape else ""
+    if colour and shape:
+        return f"{_article(colour_word)} {colour_word} {shape_word}"
+    if colour:
+        return (
+            f"{_article(colour_word)} {colour_word} shape"
+            if rng.random() < 0.7
+            else f"something {colour_word}"
+        )
+    return f"{_article(shape_word)} {shape_word}"
+
+
+def _article(word: str) -> str:
+    """'an' before a vowel, else 'a'."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def matches(meaning: Meaning, sample: FrameSample) -> bool:
+    """True when the frame shows every attribute the caption names.
+
+    The scene, when named, must be the frame's scene, and every named object must match some
+    visible object (equal colour and/or shape, whichever the caption names).
+    """
+    if meaning.scene is not None and meaning.scene != sample.scene:
+        return False
+    for colour, shape in meaning.objects:
+        if not any(
+            (colour is None or colour == c) and (shape is None or shape == s)
+            for c, s in sample.objects
+        ):
+            return False
+    return True
+
+
+def match_matrix(meanings: list[Meaning], samples: list[FrameSample]) -> np.ndarray:
+    """(len(samples), len(meanings)) bool: ``[j, i]`` = frame j shows everything caption i names."""
+    return np.array([[matches(m, s) for m in meanings] for s in samples], dtype=bool)

@@ -1,0 +1,241 @@
+"""Train tiny CLIP contrastively on toy-world frames and captions (resumable, seeded).
+
+Recipe: frames of ``train``-split trimmed clips are rendered once into a uint8 tensor (cached
+on disk); every step draws a batch, writes a fresh random true caption per frame
+(:func:`~course_lib.clip.frame_data.frame_caption`) and minimises the multi-positive symmetric
+InfoNCE loss (:mod:`course_lib.clip.loss`) with the model's own learnable ``logit_scale``.
+AdamW, linear warm-up then cosine decay. The run state (model, optimizer, step) is saved
+atomically every ``save_every`` steps in the cache directory and resumed from there.
+
+Reproduce the committed checkpoint (about 5-10 minutes on one CPU core)::
+
+    python -m course_lib.clip.train --out data/tiny_clip.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from course_lib.clip.frame_data import FrameSample, frame_caption, match_matrix
+from course_lib.clip.loss import MAX_LOGIT_SCALE, symmetric_info_nce
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a tiny-CLIP run (the defaults reproduce the committed checkpoint)."""
+
+    steps: int = 400
+    batch_size: int = 128
+    n_frames: int = 6000
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 30
+    seed: int = 0
+    save_every: int = 50
+    threads: int = 1  # one thread: on a shared 2-core machine two OpenMP threads stall each other
+
+    @classmethod
+    def fast(cls) -> TrainConfig:
+        """A run of a few seconds (tests, CI, FAST notebooks)."""
+        return cls(steps=20, batch_size=32, n_frames=256, warmup=5, save_every=10)
+
+    def key(self) -> str:
+        """Hash of every field except ``threads`` and ``save_every``: names the run's files."""
+        fields = {
+            k: v for k, v in dataclasses.asdict(self).items() if k not in {"threads", "save_every"}
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def training_frames(config: TrainConfig, cache: Path) -> tuple[list[FrameSample], np.ndarray]:
+    """The training samples and their frames, rendered once and cached as npz."""
+    from course_lib.clip.frame_data import render_samples, sample_frames
+    from course_lib.files import atomic_save_npz
+
+    samples = sample_frames("train", config.n_frames, seed=config.seed)
+    path = cache / f"frames-{config.n_frames}-{config.seed}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return samples, data["frames"]
+    frames = render_samples(samples)
+    atomic_save_npz(path, frames=frames)
+    return samples, frames
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to 0."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """Frame indices of one step: a fresh seeded permutation per epoch (resumable)."""
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on gains, biases, embeddings and the temperature."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        flat = param.ndim < 2 or "embedding" in name or "logit_scale" in name
+        (no_decay if flat else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def train_step(
+    model,
+    tokenizer,
+    frames: torch.Tensor,
+    samples: list[FrameSample],
+    rng: np.random.Generator,
+    optimizer,
+    lr: float,
+) -> float:
+    """One optimisation step on a batch: caption, encode, multi-positive InfoNCE, AdamW."""
+    from course_lib.clip.encoder import preprocess_frames
+
+    # 1. a fresh random caption per frame; positives = frames showing all a caption names
+    captions, meanings = zip(*(frame_caption(s, rng) for s in samples), strict=True)
+    positives = torch.from_numpy(match_matrix(list(meanings), samples))
+    # 2. encode both sides, L2-normalise
+    image = F.normalize(model.encode_image(preprocess_frames(frames, frames.shape[1])), dim=-1)
+    text = F.normalize(model.encode_text(tokenizer(list(captions))), dim=-1)
+    # 3. loss with the model's learnable temperature, update, clamp the temperature as CLIP does
+    loss = symmetric_info_nce(image, text, model.logit_scale, positives)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+    return loss.item()
+
+
+def _save_state(path: Path, model, optimizer, step: int, history: list[float]) -> None:
+    """Resumable run state, written atomically (loadable with ``weights_only=True``)."""
+    from course_lib.files import atomic_write
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "history": history,
+    }
+    with atomic_write(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def train_tiny_clip(
+    config: TrainConfig | None = None,
+    cache: Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, list[float]]:
+    """Train tiny CLIP from scratch (or resume an interrupted run with the same config).
+
+    Args:
+        config: hyper-parameters; default :class:`TrainConfig` (``.fast()`` when FAST mode).
+        cache: directory for rendered frames and run state; default ``cache_dir("tiny_clip")``.
+        resume: continue from a saved run state of the same config if there is one.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(model, losses)``: the trained open_clip model (eval mode, CPU) and the loss per step.
+    """
+    import open_clip
+    from tqdm.auto import tqdm
+
+    from course_lib.clip.encoder import create_random_model
+    from course_lib.clip.tiny_config import register_tiny_config
+    from course_lib.env import cache_dir, fast_mode, seed_everything
+
+    config = config or (TrainConfig.fast() if fast_mode() else TrainConfig())
+    cache = Path(cache) if cache is not None else cache_dir("tiny_clip")
+    torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    # 1. data (rendered once), model, optimizer
+    samples, frames = training_frames(config, cache)
+    name = register_tiny_config()
+    model, tokenizer = create_random_model(name), open_clip.get_tokenizer(name)
+    optimizer = make_optimizer(model, config)
+    # 2. resume from the saved run state when there is one
+    state_path, step, history = cache / f"run-{config.key()}.pt", 0, []
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), list(state["history"])
+    # 3. the loop
+    model.train()
+    bar = tqdm(range(step, config.steps), initial=step, total=config.steps, disable=not progress)
+    for step in bar:
+        idx = batch_indices(step, len(samples), config.batch_size, config.seed)
+        rng = np.random.default_rng([config.seed, step, 1])
+        loss = train_step(
+            model,
+            tokenizer,
+            torch.from_numpy(frames[idx]),
+            [samples[i] for i in idx],
+            rng,
+            optimizer,
+            learning_rate(step, config),
+        )
+        history.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+            _save_state(state_path, model, optimizer, step + 1, history)
+    return model.eval(), history
+
+
+def save_tiny_checkpoint(model: torch.nn.Module, out: Path, config: TrainConfig) -> str:
+    """Store the trained weights as fp16 safetensors + SHA256 manifest; returns the hash."""
+    from course_lib.clip.checkpoint import save_state_dict
+    from course_lib.clip.tiny_config import TINY_MODEL_NAME
+
+    meta = {"model_name": TINY_MODEL_NAME, "train_config": json.dumps(dataclasses.asdict(config))}
+    return save_state_dict(model.state_dict(), out, metadata=meta)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: train and write the checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/tiny_clip.safetensors"))
+    parser.add_argument("--fast", action="store_true", help="a few-second smoke run")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--no-resume", action="store_true")
+    args = parser.parse_args(argv)
+    config = TrainConfig.fast() if args.fast else TrainConfig()
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    start = time.time()
+    model, history = train_tiny_clip(config, resume=not args.no_resume)
+    digest = save_tiny_checkpoint(model, args.out, config)
+    print(
+        f"trained {config.steps} steps in {time.time() - start:.0f} s, "
+        f"final loss {np.mean(history[-20:]):.3f}; wrote {args.out} sha256 {digest}"
+    )
+
+
+if __name__ == "__main__":
+    main()
