@@ -43,3 +43,15 @@ def test_sha256_matches_hashlib(tmp_path):
 def test_bad_mode_rejected(tmp_path):
     with pytest.raises(ValueError, match="mode"), atomic_write(tmp_path / "x", "a"):
         pass
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "m.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644
