@@ -411,3 +411,12 @@ def test_plot_video_strip_bad_shapes():
         plot_video_strip(np.zeros((3, 8, 8, 3), np.uint8), np.zeros(4))
     with pytest.raises(PlotInputError, match="frames"):
         plot_video_strip(np.zeros((3, 8, 8)), np.zeros(3))
+
+
+def test_moment_qids_are_unique_across_splits_and_seeds():
+    seen: set[int] = set()
+    for split in tw.SPLITS:
+        for seed in (0, 1):
+            qids = [r["qid"] for r in tw.moment_records(split, 3, seed=seed)]
+            assert not seen & set(qids), f"qids of {split}/seed {seed} repeat another draw's"
+            seen |= set(qids)

@@ -24,6 +24,7 @@ from course_lib.toyworld.script import Event, VideoSpec, clip_content_order, vid
 from course_lib.toyworld.spec import (
     COLOURS,
     NOVEL_COMBOS,
+    SPLITS,
     Attributes,
     ToyWorldError,
     check_positive,
@@ -33,8 +34,21 @@ from course_lib.toyworld.spec import (
     stable_seed,
 )
 
-#: qid = video index * QIDS_PER_VIDEO + rank of the query within its video.
+#: qid = draw offset + video index * QIDS_PER_VIDEO + rank of the query within its video,
+#: where the draw offset separates splits and seeds so qids are unique across all of them
+#: (as in QVHighlights, whose qids are unique over train/val/test).
 QIDS_PER_VIDEO = 1000
+MAX_VIDEOS_PER_DRAW = 10_000
+
+
+def moment_qid(split: str, seed: int, video_index: int, rank: int) -> int:
+    """The qid of the ``rank``-th query of video ``video_index`` in draw (split, seed).
+
+    Train with seed 0 gets qids ``0 ..``; every other (split, seed) pair gets its own block
+    of ``MAX_VIDEOS_PER_DRAW * QIDS_PER_VIDEO`` ids.
+    """
+    draw = seed * len(SPLITS) + SPLITS.index(split)
+    return (draw * MAX_VIDEOS_PER_DRAW + video_index) * QIDS_PER_VIDEO + rank
 
 
 def _check_args(split: str, n: int, seed: int, n_name: str) -> None:
@@ -129,14 +143,18 @@ def moment_records(
     Returns:
         One record per distinct event of each video, with exactly the fields ``qid, query,
         vid, duration, relevant_windows, relevant_clip_ids, saliency_scores``;
-        ``qid = video index * 1000 + rank``, so qids do not depend on ``n_videos``.
+        qids come from :func:`moment_qid`: unique across splits and seeds, and independent
+        of ``n_videos``.
     """
     _check_args(split, n_videos, seed, "n_videos")
+    if n_videos > MAX_VIDEOS_PER_DRAW:
+        raise ToyWorldError(f"n_videos={n_videos} exceeds {MAX_VIDEOS_PER_DRAW} per split and seed")
     records = []
     for i in range(n_videos):
         spec = video_spec(make_vid(split, "m", seed, i))
         for rank, events in enumerate(queried_events(spec).values()):
-            records.append(_moment_record(spec, i * QIDS_PER_VIDEO + rank, events, with_attributes))
+            qid = moment_qid(split, seed, i, rank)
+            records.append(_moment_record(spec, qid, events, with_attributes))
     return records
 
 

@@ -1,0 +1,226 @@
+"""Checkpoints: safetensors weights + json sidecar, and a resumable training state.
+
+Layout for a checkpoint ``<stem>`` (e.g. ``runs/coreba/best``):
+
+* ``<stem>.safetensors`` - the model's ``state_dict`` (no pickle: safe to load from anywhere);
+* ``<stem>.json`` - ``{"model_config", "train_config", "epoch", "metrics", ...,
+  "weights_sha256"}``; the hash is verified on load.
+
+The resume state ``<out_dir>/last_state.pt`` (next to ``last.safetensors`` / ``last.json``) holds
+optimizer, scheduler, epoch, best score and the python / numpy / torch RNG states, all as tensors
+or plain numbers, so ``torch.load(..., weights_only=True)`` reads it. Every file is written
+atomically (:func:`course_lib.files.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from course_lib.errors import CheckpointError
+from course_lib.files import atomic_write, sha256_file
+from course_lib.training.config import TrainConfig
+
+LAST, STATE_FILE = "last", "last_state.pt"
+
+
+def _paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(
+    stem: str | os.PathLike, model: nn.Module, config: TrainConfig | None, info: dict
+) -> Path:
+    """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (configs + ``info``) atomically.
+
+    Args:
+        stem: path without suffix; parent directories are created.
+        model: the model (its ``config`` dataclass, if any, is stored as ``model_config``).
+        config: the training config (stored as ``train_config``) or None.
+        info: json-serialisable extras, e.g. ``{"epoch": 3, "metrics": {...}}``.
+
+    Returns:
+        The weights path.
+    """
+    weights, sidecar = _paths(stem)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save_safetensors(state)
+    with atomic_write(weights, "wb") as handle:
+        handle.write(blob)
+    model_config = getattr(model, "config", None)
+    meta = {
+        "model_config": dataclasses.asdict(model_config) if model_config is not None else None,
+        "train_config": config.to_dict() if config is not None else None,
+        **info,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    with atomic_write(sidecar, "w") as handle:
+        json.dump(meta, handle, indent=2, allow_nan=True)
+    return weights
+
+
+def read_checkpoint_info(stem: str | os.PathLike) -> dict:
+    """The json sidecar of a checkpoint (raises :class:`CheckpointError` if missing/corrupt)."""
+    _, sidecar = _paths(stem)
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"checkpoint sidecar {sidecar} not found") from error
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"checkpoint sidecar {sidecar} is not valid json: {error}") from error
+
+
+def load_checkpoint(
+    stem: str | os.PathLike, model: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Load weights into ``model`` (or a COREBA model built from the sidecar's config).
+
+    Args:
+        stem: checkpoint path without suffix.
+        model: target model; None builds one with :func:`course_lib.alignment.build_model`.
+        device: where the loaded model lives.
+
+    Returns:
+        ``(model, info)`` with ``info`` the json sidecar.
+
+    Raises:
+        CheckpointError: missing file, SHA256 mismatch, or weights that do not fit the model.
+    """
+    weights, _ = _paths(stem)
+    info = read_checkpoint_info(stem)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} not found")
+    digest = sha256_file(weights)
+    if digest != info.get("weights_sha256"):
+        raise CheckpointError(
+            f"{weights}: SHA256 {digest[:12]}... differs from the sidecar's "
+            f"{str(info.get('weights_sha256'))[:12]}... (corrupted or mismatched file)"
+        )
+    if model is None:
+        from course_lib.alignment import CorebaConfig, build_model
+
+        if info.get("model_config") is None:
+            raise CheckpointError(f"{weights}: sidecar has no model_config; pass a model")
+        model = build_model(CorebaConfig(**info["model_config"]))
+    state = load_safetensors(weights.read_bytes())
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {weights} does not fit the model: {error}") from error
+    return model.to(device), info
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU + CUDA) RNG states as tensors and numbers."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python_version": version,
+        "python_mt": torch.tensor(mt, dtype=torch.int64),
+        "python_gauss": gauss,
+        "numpy_name": name,
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_cached_gaussian": float(cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    mt = tuple(int(x) for x in state["python_mt"].tolist())
+    random.setstate((state["python_version"], mt, state["python_gauss"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (
+            state["numpy_name"],
+            keys,
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint_exists(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` holds a resume state (``last_state.pt`` and ``last.json``)."""
+    out_dir = Path(out_dir)
+    return (out_dir / STATE_FILE).is_file() and _paths(out_dir / LAST)[1].is_file()
+
+
+def save_training_state(
+    out_dir: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    info: dict,
+    best_score: float,
+) -> None:
+    """Write ``last.safetensors`` / ``last.json`` and ``last_state.pt`` (everything to resume).
+
+    ``info["epoch"]`` is the epoch just finished; resuming starts at the next one.
+    """
+    out_dir = Path(out_dir)
+    save_checkpoint(out_dir / LAST, model, config, info)
+    state = {
+        "epoch": int(info["epoch"]),
+        "best_score": float(best_score),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+    }
+    with atomic_write(out_dir / STATE_FILE, "wb") as handle:
+        torch.save(state, handle)
+
+
+def load_training_state(
+    out_dir: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict:
+    """Restore model, optimizer, scheduler and RNG states from ``out_dir`` (weights_only load).
+
+    Returns:
+        ``{"epoch": last finished epoch, "best_score": best selection score so far}``.
+
+    Raises:
+        CheckpointError: missing / unreadable files, or weights and state from different epochs.
+    """
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    _, info = load_checkpoint(out_dir / LAST, model, device)
+    path = out_dir / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as error:
+        raise CheckpointError(f"cannot read training state {path}: {error}") from error
+    if state["epoch"] != info.get("epoch"):
+        raise CheckpointError(
+            f"{path} is from epoch {state['epoch']} but {out_dir / LAST}.json from epoch "
+            f"{info.get('epoch')}: an interrupted save; delete one of them"
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return {"epoch": state["epoch"], "best_score": state["best_score"]}

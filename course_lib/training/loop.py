@@ -1,0 +1,307 @@
+"""Training, evaluation and prediction loops for COREBA / QD-DETR on moment records.
+
+* :func:`make_loader` - records + feature sources -> a DataLoader of collated batches;
+* :func:`predict` - official QVHighlights submission dicts (windows in seconds, clip saliency);
+* :func:`evaluate` - :func:`course_lib.metrics.eval_qvhighlights` on :func:`predict`'s output;
+* :func:`train_one_epoch` / :func:`train` - AdamW + gradient clipping, validation every epoch,
+  best checkpoint by a chosen metric, resumable (see :mod:`course_lib.training.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from course_lib.datasets import MomentDataset, collate_moments
+from course_lib.env import pick_device, seed_everything
+from course_lib.errors import CheckpointError
+from course_lib.metrics import eval_qvhighlights
+from course_lib.spans import num_clips, span_cxw_to_xx
+from course_lib.training.checkpoint import (
+    latest_checkpoint_exists,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from course_lib.training.config import TrainConfig
+from course_lib.training.criterion import SetCriterion, forward_with_negatives
+
+FOREGROUND = 0
+
+
+def make_loader(
+    records: list[dict],
+    video_features: Callable | str | os.PathLike,
+    query_features: Callable | str | os.PathLike,
+    config: TrainConfig,
+    shuffle: bool = False,
+    require_labels: bool = True,
+) -> DataLoader:
+    """A DataLoader of :func:`course_lib.datasets.collate_moments` batches.
+
+    Args:
+        records: moment records.
+        video_features: ``vid -> (T, D)`` float32 callable or a feature directory.
+        query_features: ``qid -> (L, D)`` float32 callable or a feature directory.
+        config: batch size, caps and workers.
+        shuffle: shuffle every epoch (drawn from torch's global RNG, so seeded runs repeat).
+        require_labels: False for unlabelled records (prediction only).
+    """
+    data = MomentDataset(
+        records,
+        video_features,
+        query_features,
+        clip_len=config.clip_len,
+        require_labels=require_labels,
+    )
+    collate = partial(
+        collate_moments,
+        max_clips=config.max_clips,
+        max_tokens=config.max_tokens,
+        clip_len=config.clip_len,
+    )
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+    )
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """Move every tensor of a batch (and the ``spans`` list) to ``device``."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.to(device)
+        elif key == "spans":
+            out[key] = [s.to(device) for s in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def windows_in_seconds(
+    spans: torch.Tensor, logits: torch.Tensor, n_real: int, duration: float, config: TrainConfig
+) -> list[list[float]]:
+    """One sample's predictions -> ``[[st, ed, score], ...]`` sorted by foreground probability.
+
+    Spans ``(center, width)`` are normalised by the feature length ``n_real * clip_len``
+    (moment_detr coding); windows are clipped to ``[0, duration]``, empty ones dropped, and the
+    ``config.max_windows`` most confident kept.
+    """
+    scores = logits.softmax(-1)[:, FOREGROUND]
+    xx = span_cxw_to_xx(spans) * (n_real * config.clip_len)
+    xx = xx.clamp(0.0, float(duration))
+    order = torch.argsort(scores, descending=True, stable=True)
+    windows = []
+    for q in order.tolist():
+        st, ed = round(float(xx[q, 0]), 4), round(float(xx[q, 1]), 4)
+        if ed > st:
+            windows.append([st, ed, round(float(scores[q]), 6)])
+    return windows[: config.max_windows]
+
+
+def clip_saliency(scores: torch.Tensor, n_real: int, duration: float) -> list[float]:
+    """One saliency score per 2-s clip of the video (``int(duration / 2)``, the official count).
+
+    Feature clips beyond that count are dropped; missing ones (a video cut by ``max_clips``) get
+    the lowest predicted score.
+    """
+    expected = num_clips(duration)
+    real = [round(float(s), 6) for s in scores[:n_real].tolist()]
+    fill = min(real) if real else 0.0
+    return (real + [fill] * expected)[:expected]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    config: TrainConfig | None = None,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Official QVHighlights submission dicts for every record of ``loader``.
+
+    Args:
+        model: a :class:`~course_lib.alignment.CorebaModel` (put in eval mode here, restored after).
+        loader: batches from :func:`make_loader` (any order).
+        config: ``clip_len`` and ``max_windows`` (default :class:`TrainConfig`).
+        progress: show a tqdm bar (default ``config.progress``).
+
+    Returns:
+        ``[{"qid", "query", "vid", "pred_relevant_windows": [[st, ed, score], ...],
+        "pred_saliency_scores": [one float per 2-s clip]}, ...]``; windows in seconds, sorted by
+        foreground probability (they pass :func:`course_lib.metrics.validate_submission`).
+    """
+    config = config or TrainConfig()
+    show = config.progress if progress is None else progress
+    device, was_training = _model_device(model), model.training
+    model.eval()
+    submission = []
+    try:
+        for batch in tqdm(loader, desc="predict", disable=not show, leave=False):
+            batch = to_device(batch, device)
+            out = model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
+            n_real = batch["video_mask"].sum(1).tolist()
+            for i, rec in enumerate(batch["records"]):
+                spans, logits = out["pred_spans"][i].cpu(), out["pred_logits"][i].cpu()
+                duration = float(rec["duration"])
+                submission.append(
+                    {
+                        "qid": rec["qid"],
+                        "query": rec["query"],
+                        "vid": rec["vid"],
+                        "pred_relevant_windows": windows_in_seconds(
+                            spans, logits, n_real[i], duration, config
+                        ),
+                        "pred_saliency_scores": clip_saliency(
+                            out["saliency_scores"][i].cpu(), n_real[i], duration
+                        ),
+                    }
+                )
+    finally:
+        model.train(was_training)
+    return submission
+
+
+def evaluate(
+    model: nn.Module, loader: DataLoader, config: TrainConfig | None = None
+) -> dict[str, float]:
+    """Chapter-3 metrics (``eval_qvhighlights``'s brief dict) of the model on ``loader``.
+
+    The ground truth is the records carried by the batches.
+    """
+    submission = predict(model, loader, config)
+    records = getattr(loader.dataset, "records", None)
+    if records is None:  # a loader without a MomentDataset: collect the records it yields
+        records = [rec for batch in loader for rec in batch["records"]]
+    ground_truth = list(records)
+    return dict(eval_qvhighlights(submission, ground_truth)["brief"])
+
+
+def selection_score(metrics: dict[str, float], names: tuple[str, ...]) -> float:
+    """Sum of the chosen brief metrics (NaN counts as 0); the best checkpoint maximises it."""
+    missing = [n for n in names if n not in metrics]
+    if missing:
+        raise KeyError(f"metrics {missing} not in the evaluation; have {sorted(metrics)}")
+    return float(sum(0.0 if math.isnan(metrics[n]) else metrics[n] for n in names))
+
+
+def make_optimizer(
+    model: nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (lr 1e-4, weight decay 1e-4) and a StepLR stepped once per epoch (QD-DETR)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_drop, config.lr_gamma)
+    return optimizer, scheduler
+
+
+def train_step(
+    model: nn.Module,
+    batch: dict,
+    criterion: SetCriterion,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float = 0.1,
+) -> dict[str, float]:
+    """One optimisation step on a collated batch; returns the loss terms as floats."""
+    model.train()
+    c = criterion.config  # negatives feed the neg-pair and the rank-contrastive terms
+    outputs = forward_with_negatives(model, batch, c.w_neg_pair > 0 or c.w_rank_contrastive > 0)
+    losses = criterion(outputs, batch)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: SetCriterion,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int = 0,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every loss term (weighted by batch size)."""
+    device = _model_device(model)
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not config.progress, leave=False)
+    for batch in bar:
+        batch = to_device(batch, device)
+        losses = train_step(model, batch, criterion, optimizer, config.grad_clip)
+        n = batch["video"].shape[0]
+        for key, value in losses.items():
+            sums[key] += value * n
+        count += n
+        bar.set_postfix(loss=f"{losses['total']:.3f}")
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def train(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> list[dict]:
+    """Train with validation every epoch, best-checkpoint saving and resuming.
+
+    Args:
+        model: the model to train (moved to ``config.device``).
+        train_loader: shuffled training batches; val_loader: validation batches (or None).
+        config: hyper-parameters (:class:`TrainConfig`).
+        out_dir: where ``best.*`` (highest ``config.best_metrics`` sum) and ``last.*`` (resume
+            state) checkpoints go; None = no checkpoints.
+        resume: continue from ``out_dir/last.*`` (epoch, optimizer, scheduler, RNG states);
+            starts fresh when there is none yet.
+
+    Returns:
+        The history of this call: one dict per epoch run, ``{"epoch", "train": mean losses,
+        "val": brief metrics, "score"}``.
+    """
+    device = torch.device(pick_device(config.device))
+    model.to(device)
+    seed_everything(config.seed)
+    criterion = SetCriterion(config)
+    optimizer, scheduler = make_optimizer(model, config)
+    start, best = 0, -math.inf
+    if resume and out_dir is not None and latest_checkpoint_exists(out_dir):
+        state = load_training_state(out_dir, model, optimizer, scheduler)
+        start, best = state["epoch"] + 1, state["best_score"]
+    elif resume and out_dir is None:
+        raise CheckpointError("resume=True needs out_dir (where last.* checkpoints live)")
+    history = []
+    for epoch in range(start, config.epochs):
+        train_losses = train_one_epoch(model, train_loader, criterion, optimizer, config, epoch)
+        scheduler.step()
+        metrics = evaluate(model, val_loader, config) if val_loader is not None else {}
+        score = selection_score(metrics, config.best_metrics) if metrics else -train_losses["total"]
+        history.append({"epoch": epoch, "train": train_losses, "val": metrics, "score": score})
+        if out_dir is None:
+            continue
+        info = {"epoch": epoch, "metrics": metrics, "train_losses": train_losses, "score": score}
+        if score > best:
+            best = score
+            save_checkpoint(Path(out_dir) / "best", model, config, info)
+        save_training_state(out_dir, model, optimizer, scheduler, config, info, best)
+    return history
