@@ -1,4 +1,4 @@
-"""Shared pytest configuration: tests run offline and in FAST mode, on the CPU."""
+"""Shared pytest configuration: tests run offline, in FAST mode, on the CPU, on one thread."""
 
 import os
 
@@ -7,6 +7,17 @@ import pytest
 os.environ.setdefault("COURSE_FAST", "1")
 os.environ.setdefault("COURSE_OFFLINE", "1")
 os.environ.setdefault("COURSE_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: one thread is fastest and steady on a shared 2-core CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -24,15 +24,6 @@ N_BALANCE = (0, 1, 7)
 SMALL = dict(d_v=24, d_t=20, d=32, n_heads=4, dim_feedforward=64, max_clips=20, n_recurrent=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_config(**overrides) -> CorebaConfig:
     """A tiny config so every test runs in milliseconds."""
     return CorebaConfig(**{**SMALL, **overrides})

@@ -23,15 +23,6 @@ from course_lib.similarity import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors run faster (and steadier on a shared CPU) with one thread."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

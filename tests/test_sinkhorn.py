@@ -19,15 +19,6 @@ from course_lib.similarity.sinkhorn import (
 ITERS = (1, 2, 5, 10, 20, 50)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small matrices run faster (and steadier on a shared CPU) with one thread."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _sims(seed: int, n: int, m: int, scale: float = 1.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, m, generator=g, dtype=torch.float64) * 2 - 1) * scale

@@ -37,15 +37,6 @@ SMALL = dict(d_v=DIM, d_t=DIM, d=32, n_heads=4, dim_feedforward=64, max_clips=20
 QUERIES = ("red ball jumps", "blue cube spins", "green cone falls", "white star rolls")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def record(qid: int, duration: float, window: list[float], query: str) -> dict:
     """A valid moment record with one window; saliency 4/3/2 from the window's centre outwards."""
     ids = window_to_clip_ids(window)
