@@ -1,0 +1,75 @@
+"""Corpus-scale video moment search (chapter 6: SPR, CFAN, video retrieval before localisation).
+
+Modules:
+
+* :mod:`~course_lib.corpus.segments` -- fixed-length segments and pooled segment embeddings.
+* :mod:`~course_lib.corpus.index` -- :class:`SegmentIndex`, faiss Flat / IVF / IVFPQ / HNSW.
+* :mod:`~course_lib.corpus.proposals` -- merge retrieved segments into moment proposals.
+* :mod:`~course_lib.corpus.search` -- coarse-to-fine two-stage search with pluggable stages.
+
+faiss is imported only when an index is created or loaded.
+"""
+
+from course_lib.corpus.index import (
+    INDEX_KINDS,
+    IndexConfig,
+    SegmentIndex,
+    UnsupportedIndexOperation,
+    choose_nprobe,
+    make_faiss_index,
+    recall_at_k,
+    set_search_params,
+)
+from course_lib.corpus.proposals import Proposal, merge_segments, proposals_frame
+from course_lib.corpus.search import (
+    CoarseToFineSearch,
+    FeatureLocalizer,
+    ProposalRefinementLocalizer,
+    SegmentVideoScorer,
+    baseline_localizer,
+    combine_scores,
+    exhaustive_search,
+    fit_alpha,
+    index_proposals,
+    rank_candidates,
+    to_vcmr,
+)
+from course_lib.corpus.segments import (
+    CLIP_LEN,
+    SegmentTable,
+    l2_normalize,
+    pool_segments,
+    segment_bounds,
+    segment_videos,
+)
+
+__all__ = [
+    "CLIP_LEN",
+    "INDEX_KINDS",
+    "CoarseToFineSearch",
+    "FeatureLocalizer",
+    "IndexConfig",
+    "Proposal",
+    "ProposalRefinementLocalizer",
+    "SegmentIndex",
+    "SegmentTable",
+    "SegmentVideoScorer",
+    "UnsupportedIndexOperation",
+    "baseline_localizer",
+    "choose_nprobe",
+    "combine_scores",
+    "exhaustive_search",
+    "fit_alpha",
+    "index_proposals",
+    "l2_normalize",
+    "make_faiss_index",
+    "merge_segments",
+    "pool_segments",
+    "proposals_frame",
+    "rank_candidates",
+    "recall_at_k",
+    "segment_bounds",
+    "segment_videos",
+    "set_search_params",
+    "to_vcmr",
+]
