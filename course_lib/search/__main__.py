@@ -1,0 +1,160 @@
+"""Command line of the moment search engine.
+
+    python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder tiny|ViT-B-32] [--fps 0.5]
+    python -m course_lib.search query INDEX_DIR "a red circle moves left" [MORE QUERIES] -k 5 [--json]
+
+``index`` is resumable (re-run it after a crash or Ctrl-C: finished videos are skipped), prints a
+summary of skipped (unreadable) files at the end and exits 0 when at least one video is indexed,
+1 when none could be. Exit code 2: bad arguments, or weights that cannot be downloaded offline.
+``query`` prints a table per query, or with ``--json`` a JSON list
+``[{"query": ..., "results": [{"rank", "vid", "path", "start", "end", "score", ...}]}]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Argument parser with the ``index`` and ``query`` sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.search", description="Moment search over video files."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    idx = sub.add_parser("index", help="index a folder of videos (resumable)")
+    idx.add_argument("video_dir", help="folder of video files (searched recursively)")
+    idx.add_argument("--out", required=True, help="index folder to create or resume")
+    idx.add_argument(
+        "--encoder",
+        default="tiny",
+        help="'tiny' (offline default) or an open_clip name, e.g. ViT-B-32",
+    )
+    idx.add_argument("--pretrained", default="openai", help="pretrained tag or weights file")
+    idx.add_argument("--fps", type=float, default=0.5, help="frames sampled per second (>= 0.5)")
+    idx.add_argument("--batch-size", type=int, default=64, help="frames per encoder pass")
+    idx.add_argument("--index-kind", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"))
+    idx.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    idx.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    idx.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    qry = sub.add_parser("query", help="search an index")
+    qry.add_argument("index_dir", help="index folder written by `index`")
+    qry.add_argument("queries", nargs="+", help="one or more sentences")
+    qry.add_argument("-k", type=int, default=10, help="moments per query")
+    qry.add_argument("--videos", type=int, default=None, help="videos localised in stage 2")
+    qry.add_argument("--json", action="store_true", help="machine-readable output")
+    qry.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    qry.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def _encoder(name: str, pretrained: str, device: str | None):
+    """The tiny CLIP or an open_clip pretrained model (OfflineError when offline)."""
+    from course_lib.clip import ClipEncoder
+
+    if name == "tiny":
+        return ClipEncoder.tiny(device=device, progress=False)
+    return ClipEncoder.pretrained(name, pretrained, device=device, progress=False)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """``index``: build or resume an index; print the summary."""
+    from pathlib import Path
+
+    from course_lib.corpus.index import IndexConfig
+    from course_lib.search.build import NothingIndexedError
+    from course_lib.search.engine import MomentSearch
+
+    if not Path(args.video_dir).is_dir():
+        print(f"error: {args.video_dir} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    encoder = _encoder(args.encoder, args.pretrained, args.device)
+    try:
+        engine = MomentSearch.build(
+            args.video_dir,
+            args.out,
+            encoder=encoder,
+            index_config=IndexConfig(kind=args.index_kind),
+            fps=args.fps,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    except NothingIndexedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(engine.summary.format())
+    print(f"index: {args.out} ({len(engine.vids)} videos, {engine.index.ntotal} segments)")
+    return EXIT_OK
+
+
+def _rows(results) -> list[dict]:
+    """Result rows as JSON-friendly dicts (no thumbnail array)."""
+    cols = ["rank", "vid", "path", "start", "end", "score", "video_score", "moment_score"]
+    return [
+        {c: (v.item() if hasattr(v, "item") else v) for c, v in zip(cols, row)}
+        for row in results[cols].itertuples(index=False)
+    ]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """``query``: search an index, print a table (or JSON) per query."""
+    from course_lib.search.engine import MomentSearch
+
+    engine = MomentSearch.load(args.index_dir, encoder=_load_encoder(args))
+    out = []
+    for text in args.queries:
+        res = engine.search(text, k=args.k, top_k_videos=args.videos, thumbnails=False)
+        if args.json:
+            out.append({"query": text, "results": _rows(res)})
+            continue
+        print(f"query: {text}")
+        table = res[["rank", "vid", "start", "end", "score"]].copy()
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+        print()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return EXIT_OK
+
+
+def _load_encoder(args: argparse.Namespace):
+    """Encoder for ``query``: recreated from the manifest, on the requested device."""
+    if args.device is None:
+        return None
+    from course_lib.search.build import encoder_from_spec, read_manifest
+
+    manifest = read_manifest(args.index_dir)
+    spec = (manifest or {}).get("encoder", {}).get("spec")
+    return encoder_from_spec(spec, device=args.device, progress=False) if spec else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (errors are one line on stderr, no traceback)."""
+    from course_lib.errors import CourseError, OfflineError
+
+    args = _parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        return cmd_index(args) if args.command == "index" else cmd_query(args)
+    except OfflineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CourseError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished videos are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Pluggable moment localisers for the search engine, and sliding windows for long videos.
+
+A *localiser* finds moments inside one video given its clip features and the query:
+
+    localiser(clip_feats (T, D), query: Query, duration: float) -> [(st, ed, score), ...]
+
+with an attribute ``window_clips`` (the longest input it accepts, in 2-s clips; ``None`` = any).
+The default :class:`BaselineLocaliser` is chapter 3's training-free sliding-window baseline on
+CLIP features; a trained moment model (chapter 5's COREBA) plugs in with the same signature,
+e.g. through :class:`FunctionLocaliser`.
+
+Videos longer than ``window_clips`` are cut into overlapping windows (:func:`window_starts`);
+the localiser runs on each, predictions are shifted to video time and merged with temporal NMS
+(:func:`localise_long`), so a 2-hour video is searched, not refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from course_lib.baseline import DEFAULT_WINDOW_LENGTHS, clip_similarities, predict_moments
+from course_lib.spans import CLIP_LEN, temporal_nms
+
+Moments = list[tuple[float, float, float]]
+
+
+@dataclass
+class Query:
+    """A text query with its embeddings (computed once per search).
+
+    Attributes:
+        text: the query string.
+        embedding: float32 (D,) L2-normalised sentence embedding.
+        encoder: the CLIP encoder, for localisers that need more (e.g. token features).
+    """
+
+    text: str
+    embedding: np.ndarray
+    encoder: object | None = None
+    _tokens: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def tokens(self) -> np.ndarray:
+        """float32 (L, D) word-token features (``encode_text_tokens``), computed once."""
+        if self._tokens is None:
+            if self.encoder is None:
+                raise ValueError("this Query has no encoder to compute token features")
+            tokens, mask = self.encoder.encode_text_tokens([self.text])
+            self._tokens = np.asarray(tokens[0][mask[0]], dtype=np.float32)
+        return self._tokens
+
+
+class Localiser(Protocol):
+    """What the engine needs from a moment localiser."""
+
+    window_clips: int | None
+
+    def __call__(self, clip_feats: np.ndarray, query: Query, duration: float) -> Moments: ...
+
+
+@dataclass
+class BaselineLocaliser:
+    """Chapter 3's training-free localiser (:func:`course_lib.baseline.predict_moments`).
+
+    Args:
+        window_clips: longest input in clips (75 clips = 150 s, the moment model's window).
+        overlap_clips: overlap of consecutive windows on longer videos.
+        window_lengths: candidate moment lengths in clips.
+        contrast: window score contrast (``"outside"``: inside minus outside similarity).
+        max_windows: moments kept per video.
+    """
+
+    window_clips: int | None = 75
+    overlap_clips: int = 25
+    window_lengths: Sequence[int] = DEFAULT_WINDOW_LENGTHS
+    contrast: str = "outside"
+    max_windows: int = 10
+
+    def __call__(self, clip_feats: np.ndarray, query: Query, duration: float) -> Moments:
+        pred = predict_moments(
+            clip_feats,
+            query.embedding,
+            duration=None,  # ends are clipped below; keeps every feature clip
+            window_lengths=self.window_lengths,
+            contrast=self.contrast,
+            max_windows=self.max_windows,
+        )
+        return [(st, min(ed, duration), sc) for st, ed, sc in pred["pred_relevant_windows"]]
+
+    def saliency(self, clip_feats: np.ndarray, query: Query, duration: float) -> np.ndarray:
+        """(T,) per-clip saliency: cosine similarity of clip and query."""
+        return clip_similarities(clip_feats, query.embedding)
+
+
+@dataclass
+class FunctionLocaliser:
+    """Wrap ``fn(clip_feats, query, duration) -> moments`` (e.g. a trained COREBA model)."""
+
+    fn: Callable[[np.ndarray, Query, float], Sequence[tuple[float, float, float]]]
+    window_clips: int | None = 75
+    overlap_clips: int = 25
+
+    def __call__(self, clip_feats: np.ndarray, query: Query, duration: float) -> Moments:
+        return [(float(a), float(b), float(c)) for a, b, c in self.fn(clip_feats, query, duration)]
+
+
+def window_starts(n_clips: int, window: int | None, overlap: int = 0) -> list[int]:
+    """Start clips of windows of ``window`` clips covering ``[0, n_clips)`` with ``overlap``.
+
+    The stride is ``window - overlap``; the last window is aligned with the end of the video, so
+    every clip is covered and no window is shorter than ``window`` (unless the video is).
+    """
+    if window is None or n_clips <= window:
+        return [0]
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window={window}), got {overlap}")
+    starts = list(range(0, n_clips - window + 1, window - overlap))
+    if starts[-1] + window < n_clips:
+        starts.append(n_clips - window)
+    return starts
+
+
+def localise_long(
+    localiser: Localiser,
+    clip_feats: np.ndarray,
+    query: Query,
+    duration: float,
+    nms_threshold: float = 0.7,
+    max_moments: int = 10,
+    clip_len: float = CLIP_LEN,
+) -> Moments:
+    """Run a localiser over a video of any length (sliding windows + temporal NMS).
+
+    Args:
+        localiser: the moment localiser (its ``window_clips`` / ``overlap_clips`` are used).
+        clip_feats: (T, D) clip features of the whole video.
+        query: the query.
+        duration: video duration in seconds.
+        nms_threshold: windows overlapping a better one by more IoU are dropped.
+        max_moments: moments kept.
+
+    Returns:
+        ``[(st, ed, score), ...]`` in video seconds, best first.
+    """
+    window = getattr(localiser, "window_clips", None)
+    overlap = int(getattr(localiser, "overlap_clips", 0) or 0)
+    if window is not None:
+        overlap = min(overlap, window - 1)
+    rows = []
+    for a in window_starts(len(clip_feats), window, overlap):
+        b = len(clip_feats) if window is None else min(a + window, len(clip_feats))
+        offset = a * clip_len
+        # each window is a short video of its own: local times, then shifted back
+        local_duration = min((b - a) * clip_len, duration - offset)
+        for st, ed, sc in localiser(clip_feats[a:b], query, local_duration):
+            rows.append((st + offset, min(ed + offset, duration), sc))
+    rows = [r for r in rows if r[1] > r[0]]
+    if not rows:
+        return []
+    return [tuple(r) for r in temporal_nms(np.asarray(rows), nms_threshold, max_moments)]
+
+
+def saliency_curve(
+    localiser: Localiser,
+    clip_feats: np.ndarray,
+    query: Query,
+    duration: float,
+    clip_len: float = CLIP_LEN,
+) -> np.ndarray:
+    """(T,) per-clip saliency from the localiser if it has one, else clip-query cosine.
+
+    A localiser's own saliency runs on its windows; where windows overlap, values are averaged.
+    """
+    fn = getattr(localiser, "saliency", None)
+    if fn is None:
+        return clip_similarities(clip_feats, query.embedding)
+    window = getattr(localiser, "window_clips", None)
+    overlap = int(getattr(localiser, "overlap_clips", 0) or 0)
+    if window is not None:
+        overlap = min(overlap, window - 1)
+    total, count = np.zeros(len(clip_feats)), np.zeros(len(clip_feats))
+    for a in window_starts(len(clip_feats), window, overlap):
+        b = len(clip_feats) if window is None else min(a + window, len(clip_feats))
+        local = min((b - a) * clip_len, duration - a * clip_len)
+        total[a:b] += np.asarray(fn(clip_feats[a:b], query, local), dtype=np.float64)[: b - a]
+        count[a:b] += 1
+    return total / np.maximum(count, 1)
