@@ -242,7 +242,8 @@ class FeatureCache:
         feats = encode_video(self.encoder, frames, times, duration, self.clip_len)
         self._write_settings()
         save_video_features(self.directory, _entry_name(vid), feats)  # fp16, atomic
-        return feats
+        # return what is stored: a miss and a later hit give the very same (fp16-rounded) values
+        return feats.astype(np.float16).astype(np.float32)
 
     def _write_settings(self) -> None:
         """Write ``settings.json`` (what this directory holds) once, atomically."""

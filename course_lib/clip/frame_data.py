@@ -72,32 +72,90 @@ def render_samples(samples: list[FrameSample], size: int = 64) -> np.ndarray:
     return np.stack([render_frame(s.vid, s.t, size=size) for s in samples])
 
 
-def frame_caption(sample: FrameSample, rng: np.random.Generator) -> tuple[str, Meaning]:
+DETAIL_PROBS = (0.6, 0.2, 0.2)  # an object is named by colour and shape / colour only / shape
+
+
+def frame_caption(
+    sample: FrameSample,
+    rng: np.random.Generator,
+    detail_probs: tuple[float, float, float] = DETAIL_PROBS,
+) -> tuple[str, Meaning]:
     """A random true description of a frame, and the attributes it names.
 
-    Each visible object is mentioned with probability 0.7 (colour and shape 60 %, colour only
-    20 %, shape only 20 %); the scene with probability 0.5, always when no object is named.
+    Each visible object is mentioned with probability 0.7, by colour and shape, colour only or
+    shape only with probabilities ``detail_probs`` (default 60 / 20 / 20 %, the evaluation
+    captions); the scene with probability 0.5, always when no object is named.
     """
     # 1. choose which objects and attributes to name
     named: list[tuple[str | None, str | None]] = []
     for colour, shape in sample.objects:
         if rng.random() < 0.7:
-            detail = rng.choice(3, p=[0.6, 0.2, 0.2])
+            detail = rng.choice(3, p=list(detail_probs))
             named.append((colour if detail != 2 else None, shape if detail != 1 else None))
     scene = sample.scene if (not named or rng.random() < 0.5) else None
-    # 2. words
+    meaning = Meaning(tuple(named), scene)
+    return describe(meaning, rng), meaning
+
+
+def describe(meaning: Meaning, rng: np.random.Generator) -> str:
+    """Words for a meaning: "a photo of a red circle and a star on the beach", synonyms included."""
     from course_lib.toyworld.captions import SCENE_PHRASES
 
-    phrases = [_object_phrase(c, s, rng) for c, s in named]
+    phrases = [_object_phrase(c, s, rng) for c, s in meaning.objects]
     prefix = _PREFIXES[rng.integers(len(_PREFIXES))]
     if phrases:
         text = prefix + " and ".join(phrases)
-        if scene is not None:
-            text += " " + _pick(rng, SCENE_PHRASES[scene])
-    else:
-        text = _SCENE_ONLY[rng.integers(len(_SCENE_ONLY))].format(scene)
-        text = text if rng.random() < 0.5 else _pick(rng, SCENE_PHRASES[scene])
-    return text, Meaning(tuple(named), scene)
+        if meaning.scene is not None:
+            text += " " + _pick(rng, SCENE_PHRASES[meaning.scene])
+        return text
+    text = _SCENE_ONLY[rng.integers(len(_SCENE_ONLY))].format(meaning.scene)
+    return text if rng.random() < 0.5 else _pick(rng, SCENE_PHRASES[meaning.scene])
+
+
+def negative_caption(
+    sample: FrameSample, meaning: Meaning, rng: np.random.Generator, tries: int = 10
+) -> tuple[str, Meaning]:
+    """A hard negative: the caption with one attribute swapped so that it is false for the frame.
+
+    NegCLIP-style (Yuksekgonul et al., ICLR 2023): a named shape (preferred), else a named colour,
+    else the scene is replaced by another value. Such a caption differs from a true one in a
+    single word, so the text tower cannot ignore that word and the image tower must see it.
+
+    Args:
+        sample: the frame the original caption describes.
+        meaning: what the original caption names.
+        rng: random generator.
+        tries: swaps to try before giving up.
+
+    Returns:
+        ``(text, meaning)``; ``meaning`` never matches ``sample`` unless every try failed.
+    """
+    from course_lib.toyworld import COLOURS, SCENES, SHAPES
+
+    candidate = meaning
+    for _ in range(tries):
+        objects = list(meaning.objects)
+        with_shape = [k for k, (_, s) in enumerate(objects) if s is not None]
+        with_colour = [k for k, (c, _) in enumerate(objects) if c is not None]
+        if with_shape and (not with_colour or rng.random() < 0.7):
+            k = with_shape[int(rng.integers(len(with_shape)))]
+            objects[k] = (objects[k][0], _other(rng, SHAPES, objects[k][1]))
+            candidate = Meaning(tuple(objects), meaning.scene)
+        elif with_colour:
+            k = with_colour[int(rng.integers(len(with_colour)))]
+            objects[k] = (_other(rng, COLOURS, objects[k][0]), objects[k][1])
+            candidate = Meaning(tuple(objects), meaning.scene)
+        else:
+            candidate = Meaning(meaning.objects, _other(rng, SCENES, meaning.scene))
+        if not matches(candidate, sample):
+            break
+    return describe(candidate, rng), candidate
+
+
+def _other(rng: np.random.Generator, values: tuple[str, ...], value: str | None) -> str:
+    """A random value different from ``value``."""
+    options = [v for v in values if v != value]
+    return str(options[int(rng.integers(len(options)))])
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:

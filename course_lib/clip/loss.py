@@ -11,6 +11,11 @@ When a caption also matches other images of the batch (same or less specific wor
 ``positives[i, j]`` marks image ``i`` and text ``j`` as a match: the target of each row (image)
 and each column (text) is then uniform over its matches (multi-positive InfoNCE), so the model is
 not pushed away from correct but unpaired matches. ``positives=None`` is the identity matrix.
+
+Extra captions (e.g. NegCLIP hard negatives: a true caption with one word swapped) are appended
+after the ``B`` paired ones: ``text_feats`` is then ``(M, D)`` with ``M > B`` and ``positives``
+``(B, M)``. Every image still has its own caption; a caption without any matching image in the
+batch is only a negative (it has no text->image term).
 """
 
 from __future__ import annotations
@@ -37,16 +42,23 @@ def symmetric_info_nce(
         image_feats: (B, D) L2-normalised image features.
         text_feats: (B, D) L2-normalised text features; row i matches ``image_feats[i]``.
         logit_scale: log of the inverse temperature ``t`` (scalar tensor or float).
-        positives: optional (B, B) bool, ``positives[i, j]`` = image i matches text j; the
-            diagonal must be True. Default: only the diagonal.
+        positives: optional (B, M) bool, ``positives[i, j]`` = image i matches text j; the
+            diagonal ``[i, i]`` must be True. Default: only the diagonal (``M = B``).
 
     Returns:
         Scalar loss, the mean of the image->text and text->image cross-entropies.
     """
-    if image_feats.shape != text_feats.shape or image_feats.ndim != 2:
+    paired = text_feats.shape[0] == image_feats.shape[0]
+    if (
+        image_feats.ndim != 2
+        or text_feats.ndim != 2
+        or image_feats.shape[1] != text_feats.shape[1]
+        or text_feats.shape[0] < image_feats.shape[0]
+        or (positives is None and not paired)
+    ):
         raise ValueError(
             f"image_feats {tuple(image_feats.shape)} and text_feats {tuple(text_feats.shape)} "
-            "must both be (B, D)"
+            "must be (B, D) and (B, D), or (M >= B, D) with a (B, M) positives matrix"
         )
     # 1. scaled cosine-similarity logits, (B, B)
     scale = torch.as_tensor(logit_scale, dtype=image_feats.dtype).clamp(max=MAX_LOGIT_SCALE).exp()
@@ -58,10 +70,16 @@ def symmetric_info_nce(
     # ... or uniform over each image's matching texts (rows) / each text's matching images (columns)
     positives = positives.to(device=logits.device, dtype=torch.bool)
     if positives.shape != logits.shape or not bool(positives.diagonal().all()):
-        raise ValueError(f"positives must be ({len(logits)}, {len(logits)}) with a True diagonal")
+        raise ValueError(
+            f"positives must be {tuple(logits.shape)} with a True diagonal, "
+            f"got {tuple(positives.shape)}"
+        )
     pos = positives.to(logits.dtype)
     loss_i2t = -(pos * F.log_softmax(logits, dim=1)).sum(1) / pos.sum(1)
-    loss_t2i = -(pos.T * F.log_softmax(logits.T, dim=1)).sum(1) / pos.sum(0)
+    # text -> image only for captions that match some image of the batch
+    has_match = positives.any(dim=0)
+    t2i = -(pos.T * F.log_softmax(logits.T, dim=1)).sum(1)[has_match]
+    loss_t2i = t2i / pos.sum(0)[has_match]
     # 3. average the two directions
     return 0.5 * (loss_i2t.mean() + loss_t2i.mean())
 

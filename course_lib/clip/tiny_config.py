@@ -46,6 +46,52 @@ def tiny_config() -> dict[str, Any]:
     return copy.deepcopy(TINY_CONFIG)
 
 
+def tiny_variant(patch_size: int) -> tuple[str, dict[str, Any]]:
+    """Name and config of the tiny architecture with another patch size (same naming scheme).
+
+    Args:
+        patch_size: side of the square image patches (must divide 64).
+
+    Returns:
+        ``(name, config)``; equal to ``(TINY_MODEL_NAME, TINY_CONFIG)`` for the committed patch.
+    """
+    config = tiny_config()
+    config["vision_cfg"]["patch_size"] = int(patch_size)
+    image_size = config["vision_cfg"]["image_size"]
+    if patch_size <= 0 or image_size % patch_size:
+        raise ValueError(f"patch_size {patch_size} must divide the image size {image_size}")
+    return f"TinyCLIP-Toy-ViT-{patch_size}-{image_size}", config
+
+
+def register_config(name: str, config: dict[str, Any], config_dir: Path | None = None) -> str:
+    """Register an open_clip model config under ``name`` (idempotent).
+
+    Args:
+        name: model name (also the JSON file's stem, which open_clip uses).
+        config: open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+        config_dir: where to write the JSON file; default ``cache_dir("open_clip_configs")``.
+
+    Returns:
+        ``name``, usable with ``open_clip.create_model`` / ``get_tokenizer``.
+    """
+    import open_clip
+
+    from course_lib.env import cache_dir
+    from course_lib.files import atomic_write
+
+    # 1. already registered with the same content: nothing to do
+    if name in open_clip.list_models() and open_clip.get_model_config(name) == config:
+        return name
+    # 2. write the JSON file open_clip's registry reads, atomically
+    folder = Path(config_dir) if config_dir is not None else cache_dir("open_clip_configs")
+    path = folder / f"{name}.json"
+    with atomic_write(path, "w") as handle:
+        json.dump(config, handle, indent=2)
+    # 3. add it to open_clip's registry (rescans its config paths)
+    open_clip.add_model_config(path)
+    return name
+
+
 def register_tiny_config(name: str = TINY_MODEL_NAME, config_dir: Path | None = None) -> str:
     """Register the tiny config with open_clip (idempotent).
 
@@ -56,19 +102,4 @@ def register_tiny_config(name: str = TINY_MODEL_NAME, config_dir: Path | None = 
     Returns:
         The registered model name, usable with ``open_clip.create_model`` / ``get_tokenizer``.
     """
-    import open_clip
-
-    from course_lib.env import cache_dir
-    from course_lib.files import atomic_write
-
-    # 1. already registered with the same content: nothing to do
-    if name in open_clip.list_models() and open_clip.get_model_config(name) == TINY_CONFIG:
-        return name
-    # 2. write the JSON file open_clip's registry reads, atomically
-    folder = Path(config_dir) if config_dir is not None else cache_dir("open_clip_configs")
-    path = folder / f"{name}.json"
-    with atomic_write(path, "w") as handle:
-        json.dump(TINY_CONFIG, handle, indent=2)
-    # 3. add it to open_clip's registry (rescans its config paths)
-    open_clip.add_model_config(path)
-    return name
+    return register_config(name, TINY_CONFIG, config_dir)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib.clip.frame_data import FrameSample, frame_caption, match_matrix
+from course_lib.clip.frame_data import DETAIL_PROBS, FrameSample, frame_caption, match_matrix
 from course_lib.clip.loss import MAX_LOGIT_SCALE, symmetric_info_nce
 
 
@@ -44,6 +45,12 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     threads: int = 1  # one thread: on a shared 2-core machine two OpenMP threads stall each other
+    patch_size: int = 16  # vision patch side (64 px frames: 16 -> 4x4 grid, 8 -> 8x8 grid)
+    detail_probs: tuple[float, float, float] = DETAIL_PROBS  # colour+shape / colour / shape
+    scenes_per_batch: int = 0  # >0: each batch shows only this many scenes (harder negatives)
+    hflip: bool = False  # flip half the frames left-right (captions never name a side)
+    hard_negatives: bool = False  # add one NegCLIP caption per frame (one attribute swapped)
+    cycle_steps: int = 0  # >0: warm restarts, the warm-up + cosine schedule repeats every cycle
 
     @classmethod
     def fast(cls) -> TrainConfig:
@@ -74,10 +81,16 @@ def training_frames(config: TrainConfig, cache: Path) -> tuple[list[FrameSample]
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to 0."""
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to 0.
+
+    With ``cycle_steps > 0`` the schedule restarts every ``cycle_steps`` steps (SGDR, Loshchilov
+    & Hutter, ICLR 2017), so a longer run continues a shorter one exactly.
+    """
+    length = config.cycle_steps if config.cycle_steps > 0 else config.steps
+    step = step % length
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    progress = (step - config.warmup) / max(1, length - config.warmup)
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
 
 
@@ -87,6 +100,46 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
     epoch, k = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return order[k * batch_size : (k + 1) * batch_size]
+
+
+def scene_batch_indices(
+    step: int, scenes: np.ndarray, batch_size: int, n_scenes: int, seed: int
+) -> np.ndarray:
+    """Frame indices of one step drawn from ``n_scenes`` random scenes only (hard negatives).
+
+    Within such a batch the scene rarely tells frames apart, so a caption's colour and shape
+    words must: the in-batch negatives are frames of the same scene with other objects.
+
+    Args:
+        step: training step (seeds the draw, so runs are resumable).
+        scenes: (N,) scene label of every training frame.
+        batch_size: frames per batch (at most the number of frames of the chosen scenes).
+        n_scenes: how many distinct scenes a batch may show.
+        seed: run seed.
+    """
+    rng = np.random.default_rng([seed, step, 2])
+    chosen = rng.choice(np.unique(scenes), size=n_scenes, replace=False)
+    pool = np.flatnonzero(np.isin(scenes, chosen))
+    return rng.choice(pool, size=batch_size, replace=False)
+
+
+def step_batch(
+    step: int, samples: list[FrameSample], frames: np.ndarray, config: TrainConfig
+) -> tuple[torch.Tensor, list[FrameSample]]:
+    """The frames (uint8 tensor, maybe flipped) and samples of one training step."""
+    if config.scenes_per_batch > 0:
+        scenes = np.array([s.scene for s in samples])
+        idx = scene_batch_indices(
+            step, scenes, config.batch_size, config.scenes_per_batch, config.seed
+        )
+    else:
+        idx = batch_indices(step, len(samples), config.batch_size, config.seed)
+    batch = frames[idx]
+    if config.hflip:  # left-right flip of a random half: shapes, colours, scenes unchanged
+        flip = np.random.default_rng([config.seed, step, 3]).random(len(idx)) < 0.5
+        batch = batch.copy()
+        batch[flip] = batch[flip, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(batch)), [samples[i] for i in idx]
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -110,16 +163,26 @@ def train_step(
     rng: np.random.Generator,
     optimizer,
     lr: float,
+    detail_probs: tuple[float, float, float] = DETAIL_PROBS,
+    hard_negatives: bool = False,
 ) -> float:
     """One optimisation step on a batch: caption, encode, multi-positive InfoNCE, AdamW."""
     from course_lib.clip.encoder import preprocess_frames
+    from course_lib.clip.frame_data import negative_caption
 
-    # 1. a fresh random caption per frame; positives = frames showing all a caption names
-    captions, meanings = zip(*(frame_caption(s, rng) for s in samples), strict=True)
-    positives = torch.from_numpy(match_matrix(list(meanings), samples))
+    # 1. a fresh random caption per frame (+ a one-word-swapped negative of it); positives =
+    #    frames showing all a caption names
+    captions, meanings = zip(*(frame_caption(s, rng, detail_probs) for s in samples), strict=True)
+    captions, meanings = list(captions), list(meanings)
+    if hard_negatives:
+        for sample, meaning in zip(samples, meanings[: len(samples)], strict=True):
+            text, wrong = negative_caption(sample, meaning, rng)
+            captions.append(text)
+            meanings.append(wrong)
+    positives = torch.from_numpy(match_matrix(meanings, samples))
     # 2. encode both sides, L2-normalise
     image = F.normalize(model.encode_image(preprocess_frames(frames, frames.shape[1])), dim=-1)
-    text = F.normalize(model.encode_text(tokenizer(list(captions))), dim=-1)
+    text = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
     # 3. loss with the model's learnable temperature, update, clamp the temperature as CLIP does
     loss = symmetric_info_nce(image, text, model.logit_scale, positives)
     for group in optimizer.param_groups:
@@ -151,6 +214,7 @@ def train_tiny_clip(
     cache: Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    callback: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train tiny CLIP from scratch (or resume an interrupted run with the same config).
 
@@ -159,6 +223,8 @@ def train_tiny_clip(
         cache: directory for rendered frames and run state; default ``cache_dir("tiny_clip")``.
         resume: continue from a saved run state of the same config if there is one.
         progress: show a tqdm bar.
+        callback: called as ``callback(step, model)`` after each saved run state (e.g. to
+            evaluate); it must leave the model in train mode.
 
     Returns:
         ``(model, losses)``: the trained open_clip model (eval mode, CPU) and the loss per step.
@@ -167,7 +233,7 @@ def train_tiny_clip(
     from tqdm.auto import tqdm
 
     from course_lib.clip.encoder import create_random_model
-    from course_lib.clip.tiny_config import register_tiny_config
+    from course_lib.clip.tiny_config import register_config, tiny_variant
     from course_lib.env import cache_dir, fast_mode, seed_everything
 
     config = config or (TrainConfig.fast() if fast_mode() else TrainConfig())
@@ -176,7 +242,7 @@ def train_tiny_clip(
     seed_everything(config.seed)
     # 1. data (rendered once), model, optimizer
     samples, frames = training_frames(config, cache)
-    name = register_tiny_config()
+    name = register_config(*tiny_variant(config.patch_size))
     model, tokenizer = create_random_model(name), open_clip.get_tokenizer(name)
     optimizer = make_optimizer(model, config)
     # 2. resume from the saved run state when there is one
@@ -190,31 +256,58 @@ def train_tiny_clip(
     model.train()
     bar = tqdm(range(step, config.steps), initial=step, total=config.steps, disable=not progress)
     for step in bar:
-        idx = batch_indices(step, len(samples), config.batch_size, config.seed)
+        batch, batch_samples = step_batch(step, samples, frames, config)
         rng = np.random.default_rng([config.seed, step, 1])
+        lr = learning_rate(step, config)
         loss = train_step(
             model,
             tokenizer,
-            torch.from_numpy(frames[idx]),
-            [samples[i] for i in idx],
+            batch,
+            batch_samples,
             rng,
             optimizer,
-            learning_rate(step, config),
+            lr,
+            config.detail_probs,
+            config.hard_negatives,
         )
         history.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
             _save_state(state_path, model, optimizer, step + 1, history)
+            if callback is not None:
+                callback(step + 1, model)
     return model.eval(), history
 
 
 def save_tiny_checkpoint(model: torch.nn.Module, out: Path, config: TrainConfig) -> str:
     """Store the trained weights as fp16 safetensors + SHA256 manifest; returns the hash."""
     from course_lib.clip.checkpoint import save_state_dict
-    from course_lib.clip.tiny_config import TINY_MODEL_NAME
+    from course_lib.clip.tiny_config import tiny_variant
 
-    meta = {"model_name": TINY_MODEL_NAME, "train_config": json.dumps(dataclasses.asdict(config))}
+    meta = {
+        "model_name": tiny_variant(config.patch_size)[0],
+        "train_config": json.dumps(dataclasses.asdict(config)),
+    }
     return save_state_dict(model.state_dict(), out, metadata=meta)
+
+
+def history_path(checkpoint: Path) -> Path:
+    """Where the loss history of a checkpoint lives: ``<stem>_history.json`` next to it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}_history.json")
+
+
+def save_history(path: Path, history: list[float], config: TrainConfig, seconds: float) -> None:
+    """Write the per-step training losses (and the run's config and duration) as JSON."""
+    from course_lib.files import atomic_write
+
+    record = {
+        "train_config": dataclasses.asdict(config),
+        "seconds": round(float(seconds), 1),
+        "loss": [round(float(x), 5) for x in history],
+    }
+    with atomic_write(path, "w") as handle:
+        json.dump(record, handle)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     model, history = train_tiny_clip(config, resume=not args.no_resume)
     digest = save_tiny_checkpoint(model, args.out, config)
+    save_history(history_path(args.out), history, config, time.time() - start)
     print(
         f"trained {config.steps} steps in {time.time() - start:.0f} s, "
         f"final loss {np.mean(history[-20:]):.3f}; wrote {args.out} sha256 {digest}"
