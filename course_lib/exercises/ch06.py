@@ -1,0 +1,171 @@
+"""Chapter 6 checkers: choosing nprobe (6.1), segments -> proposals (6.2), NDCG@K,IoU (6.3).
+
+References come from the library (:func:`course_lib.corpus.merge_segments`,
+:mod:`course_lib.metrics.ndcg`, :func:`course_lib.corpus.choose_nprobe`). The input makers
+produce the cases that separate right from almost-right answers: segments retrieved out of
+order and from several videos, holes exactly ``max_gap`` long, tied scores, unsorted
+predictions, several predictions hitting the same ground-truth moment, relevance-0 moments,
+and recall targets met exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from course_lib.checks import check
+from course_lib.corpus import IndexConfig, SegmentIndex, choose_nprobe, merge_segments
+from course_lib.metrics.ndcg import dcg, matched_relevances
+from course_lib.metrics.vcmr import rank_predictions
+
+
+# ----------------------------------------------------------------------------- 6.2 proposals
+def merge_into_proposals(
+    vids: Sequence[str],
+    starts: Sequence[float],
+    ends: Sequence[float],
+    scores: Sequence[float],
+    segment_len: float,
+    max_gap: int,
+) -> list[tuple[str, float, float, float]]:
+    """Reference: merge retrieved segments into proposals (SPR sec. 3.2, constant gap).
+
+    Segments of the same video whose hole is at most ``max_gap`` segments are one proposal
+    ``(vid, start, end, score)`` with the best member's score; proposals are sorted by score
+    (descending), ties by vid, then start.
+    """
+    props = merge_segments(vids, starts, ends, scores, segment_len, max_gap, gap="constant")
+    return [(p.vid, p.start, p.end, p.score) for p in props]
+
+
+def _segment_inputs(rng: np.random.Generator) -> tuple:
+    """Retrieved segments of 1-3 videos, shuffled, with holes of 0-3 segments and tied scores."""
+    seg_len = float(rng.choice([2.0, 4.0, 6.0]))
+    vids, starts, ends = [], [], []
+    for v in range(int(rng.integers(1, 4))):
+        n_seg = int(rng.integers(3, 13))
+        duration = n_seg * seg_len - float(rng.choice([0.0, seg_len / 2]))  # last may be short
+        keep = rng.random(n_seg) < 0.55
+        keep[rng.integers(n_seg)] = True  # every video has at least one hit
+        for i in np.flatnonzero(keep):
+            vids.append(f"video{v}")
+            starts.append(i * seg_len)
+            ends.append(min((i + 1) * seg_len, duration))
+    order = rng.permutation(len(vids))  # the index returns segments by score, not by time
+    scores = np.round(rng.uniform(0.1, 0.9, len(vids)) * 10) / 10  # few values: ties
+    return (
+        [vids[i] for i in order],
+        [float(starts[i]) for i in order],
+        [float(ends[i]) for i in order],
+        [float(s) for s in scores],
+        seg_len,
+        int(rng.integers(0, 3)),
+    )
+
+
+def check_merge_into_proposals(fn: Callable[..., list]) -> None:
+    """Exercise 6.2: compare ``fn`` with :func:`merge_into_proposals` on 40 random inputs."""
+    check(
+        fn,
+        merge_into_proposals,
+        _segment_inputs,
+        name="Exercise 6.2: merge_into_proposals",
+        n=40,
+    )
+
+
+# ----------------------------------------------------------------------------- 6.3 NDCG
+def ndcg_at_k_iou(
+    predictions: Sequence[Sequence], moments: Sequence[Mapping], k: int, iou_threshold: float
+) -> float:
+    """Reference: NDCG@K,IoU of one query (TVR-Ranking), as a fraction in [0, 1].
+
+    Args:
+        predictions: ``[vid, st, ed, score]`` in any order; ranked by score, descending,
+            stable (equal scores keep their order).
+        moments: ground-truth ``{"vid", "window", "relevance"}``; relevance 0 is not relevant.
+        k: cut-off.
+        iou_threshold: a prediction earns the relevance of the still-unmatched moment of its
+            video with the highest IoU (ties: the more relevant) when that IoU >= threshold.
+
+    Returns:
+        ``DCG@K / IDCG@K`` with gain ``2^rel - 1`` and discount ``log2(rank + 1)``.
+    """
+    gt = sorted((m for m in moments if m["relevance"] >= 1), key=lambda m: -m["relevance"])
+    ranked = rank_predictions(predictions, top_k=k)
+    gains = matched_relevances(ranked, gt, iou_threshold)
+    ideal = dcg([m["relevance"] for m in gt][:k])
+    return dcg(gains) / ideal if ideal > 0 else 0.0
+
+
+def _ndcg_inputs(rng: np.random.Generator) -> tuple:
+    """One query: 1-6 GT moments in 1-3 videos and 0-15 unsorted predictions with tied scores."""
+    n_videos = int(rng.integers(1, 4))
+    moments = []
+    for _ in range(int(rng.integers(1, 7))):
+        st = float(rng.integers(0, 40))
+        moments.append(
+            {
+                "vid": f"video{rng.integers(n_videos)}",
+                "window": [st, st + float(rng.integers(2, 12))],
+                "relevance": int(rng.integers(0, 5)),
+            }
+        )
+    moments[0]["relevance"] = int(rng.integers(1, 5))  # at least one relevant moment
+    preds = []
+    for _ in range(int(rng.choice([0, 1, 4, 8, 12, 15]))):
+        if rng.random() < 0.75:  # near a GT moment: hits, near misses, and repeated hits
+            m = moments[rng.integers(len(moments))]
+            st, ed = (w + float(rng.integers(-3, 4)) for w in m["window"])
+            st, ed = max(0.0, st), max(max(0.0, st) + 1.0, ed)
+            vid = m["vid"]
+        else:
+            st = float(rng.integers(0, 40))
+            st, ed, vid = st, st + float(rng.integers(1, 10)), f"video{rng.integers(n_videos)}"
+        preds.append([vid, st, ed, float(rng.integers(1, 6)) / 5])
+    k = int(rng.choice([1, 3, 5, 10]))
+    return preds, moments, k, float(rng.choice([0.3, 0.5, 0.7]))
+
+
+def check_ndcg_at_k_iou(fn: Callable[..., float]) -> None:
+    """Exercise 6.3: compare ``fn`` with :func:`ndcg_at_k_iou` on 60 random queries."""
+    check(fn, ndcg_at_k_iou, _ndcg_inputs, name="Exercise 6.3: ndcg_at_k_iou", n=60)
+
+
+# ----------------------------------------------------------------------------- 6.1 nprobe
+def smallest_nprobe(
+    index: SegmentIndex,
+    queries: np.ndarray,
+    target_recall: float,
+    k: int,
+    candidates: Sequence[int],
+) -> int:
+    """Reference: the smallest candidate nprobe whose recall@k reaches ``target_recall``.
+
+    Recall@k of a query = the fraction of its exact top-k segment ids (``nprobe = nlist``)
+    that the search at this nprobe finds, averaged over the queries; "reaches" means >=.
+    ``candidates`` are increasing and end with ``nlist``.
+    """
+    return int(choose_nprobe(index, queries, target_recall, k, candidates)[0])
+
+
+def _nprobe_inputs(rng: np.random.Generator) -> tuple:
+    """A small IVF segment index (clustered vectors, set to nprobe=1) and queries near segments."""
+    dim, nlist = 16, int(rng.choice([8, 12, 16]))
+    centres = rng.normal(size=(24, dim))
+    feats = {}
+    for v in range(40):  # 40 videos x 20 clips; one clip = one segment
+        x = centres[rng.integers(len(centres), size=20)] + 1.2 * rng.normal(size=(20, dim))
+        feats[f"video{v:02d}"] = x.astype(np.float32)
+    config = IndexConfig(kind="ivf", nlist=nlist, nprobe=1, clips_per_segment=1, use_gpu=False)
+    index = SegmentIndex.build(feats, config)
+    queries = centres[rng.integers(len(centres), size=16)] + 1.2 * rng.normal(size=(16, dim))
+    candidates = sorted({p for p in (1, 2, 3, 4, 6, 8) if p < nlist} | {nlist})
+    target = float(rng.choice([0.5, 0.8, 0.9, 0.95, 0.99, 1.0]))
+    return index, queries.astype(np.float32), target, int(rng.choice([5, 10])), candidates
+
+
+def check_smallest_nprobe(fn: Callable[..., int]) -> None:
+    """Exercise 6.1: compare ``fn`` with :func:`smallest_nprobe` on 12 random indexes."""
+    check(fn, smallest_nprobe, _nprobe_inputs, name="Exercise 6.1: smallest_nprobe", n=12)
