@@ -17,6 +17,38 @@ from typing import IO
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary file name next to ``path``; on success the file is fsynced and renamed to it.
+
+    For writers that need a file name rather than a handle (e.g. a video encoder that re-reads
+    what it wrote). The temporary file gets the permissions a plain ``open()`` would give.
+
+    Args:
+        path: final destination; its parent directory is created if missing.
+
+    Yields:
+        The temporary file's path (the file exists, empty). If the ``with`` body raises, it is
+        deleted and ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # the temporary file lives in the same directory so the final rename is atomic
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would
+        os.chmod(tmp_name, _default_file_mode())
+        yield tmp_name
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it to ``path``.
 
@@ -30,22 +62,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     if mode not in {"w", "wb"}:
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # the temporary file lives in the same directory so the final rename is atomic
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would
-        os.chmod(tmp_name, _default_file_mode())
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+    with atomic_path(path) as tmp_name:
+        encoding = {"encoding": "utf-8"} if mode == "w" else {}
+        with open(tmp_name, mode, **encoding) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def _default_file_mode() -> int:

@@ -23,11 +23,9 @@ Timestamps are in seconds, relative to the first decoded frame.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from course_lib.errors import VideoReadError
+from course_lib.files import atomic_path
 
 DEFAULT_MAX_SIDE = 1024  # frames larger than this (on the longer side) are downscaled
 DEFAULT_TIMEOUT_S = 600.0  # decode-time budget per file; None disables it
@@ -272,13 +271,14 @@ def iter_frames(
     fps: float,
     max_side: int | None = DEFAULT_MAX_SIDE,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    offset: float = 0.0,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream frames resampled to ``fps``, holding only the current frame in memory.
 
-    For each target time ``t_k = k / fps`` (k = 0, 1, ...) the frame returned is the last
-    decoded frame whose presentation time is ``<= t_k`` (so variable-frame-rate files are
-    sampled by time). Targets run while ``t_k`` is before the end of the last frame
-    (its time plus its duration).
+    For each target time ``t_k = offset + k / fps`` (k = 0, 1, ...) the frame returned is the
+    last decoded frame whose presentation time is ``<= t_k`` (so variable-frame-rate files are
+    sampled by time). Targets run while ``t_k`` is before the end of the last frame (its time
+    plus its duration); a video shorter than ``offset`` still gives its last frame at ``t_0``.
 
     Args:
         path: video file.
@@ -287,6 +287,8 @@ def iter_frames(
             ``None`` keeps the stored size.
         timeout_s: decode-time budget in seconds (time spent in this generator only);
             ``None`` disables it.
+        offset: time of the first target in seconds, in ``[0, 1 / fps)``; ``0.5 / fps``
+            samples the centre of every interval (the centre of each 2-s clip at 0.5 fps).
 
     Returns:
         An iterator of ``(t_k, frame)``: target time in seconds and a uint8 RGB array
@@ -301,32 +303,40 @@ def iter_frames(
     fps = _check_fps(fps)
     if max_side is not None and (not isinstance(max_side, numbers.Integral) or max_side < 2):
         raise ValueError(f"max_side must be an int >= 2 or None, got {max_side!r}")
-    return _iter_frames(_check_exists(path), fps, max_side, timeout_s)
+    if not 0.0 <= float(offset) < 1.0 / fps:
+        raise ValueError(f"offset must be in [0, 1/fps) = [0, {1.0 / fps:g}), got {offset!r}")
+    return _iter_frames(_check_exists(path), fps, max_side, timeout_s, float(offset))
 
 
 def _iter_frames(
-    p: Path, fps: float, max_side: int | None, timeout_s: float | None
+    p: Path, fps: float, max_side: int | None, timeout_s: float | None, offset: float
 ) -> Iterator[tuple[float, np.ndarray]]:
     """The generator behind :func:`iter_frames` (closes the file when done or abandoned)."""
     container = _open_input(p, timeout_s)
     try:
         stream = container.streams.video[0]
         size = _scaled_size(stream.width, stream.height, max_side)
-        yield from _resample(_decoded_frames(container, p, timeout_s), fps, size, p)
+        yield from _resample(_decoded_frames(container, p, timeout_s), fps, size, p, offset)
     finally:
         container.close()
 
 
-def _resample(decoded, fps: float, size, p: Path) -> Iterator[tuple[float, np.ndarray]]:
-    """Apply the "last frame at or before k/fps" rule to a stream of decoded frames."""
+def _resample(
+    decoded, fps: float, size, p: Path, offset: float = 0.0
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Apply the "last frame at or before offset + k/fps" rule to a stream of decoded frames."""
     k, origin, prev, prev_t, prev_rgb, gap = 0, None, None, 0.0, None, 0.0
+
+    def target(k: int) -> float:
+        return offset + k / fps
+
     for t_abs, frame in decoded:
         origin = t_abs if origin is None else origin  # timestamps start at the first frame
         t = t_abs - origin
         # every target strictly before this frame's time is served by the previous frame
-        while prev is not None and k / fps < t - _TIME_EPS:
+        while prev is not None and target(k) < t - _TIME_EPS:
             prev_rgb = _to_rgb(prev, size) if prev_rgb is None else prev_rgb.copy()
-            yield k / fps, prev_rgb
+            yield target(k), prev_rgb
             k += 1
         if prev is not None and t > prev_t:
             gap = t - prev_t  # remember the latest frame interval for the last frame
@@ -336,9 +346,9 @@ def _resample(decoded, fps: float, size, p: Path) -> Iterator[tuple[float, np.nd
     # the last frame is shown until its end: its own duration, else the last interval
     duration = _frame_duration(prev) or gap
     end = prev_t + max(duration, 0.0)
-    while k / fps < end - _TIME_EPS or k / fps <= prev_t + _TIME_EPS:
+    while target(k) < end - _TIME_EPS or target(k) <= prev_t + _TIME_EPS or k == 0:
         prev_rgb = _to_rgb(prev, size) if prev_rgb is None else prev_rgb.copy()
-        yield k / fps, prev_rgb
+        yield target(k), prev_rgb
         k += 1
 
 
@@ -353,6 +363,7 @@ def read_frames(
     fps: float,
     max_side: int | None = DEFAULT_MAX_SIDE,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode a whole video at ``fps`` (built on :func:`iter_frames`).
 
@@ -361,6 +372,7 @@ def read_frames(
         fps: sampling rate in frames per second.
         max_side: longest side after downscaling (``None`` = keep size).
         timeout_s: decode-time budget in seconds (``None`` = no limit).
+        offset: time of the first sample (see :func:`iter_frames`).
 
     Returns:
         ``frames`` uint8 ``(T, H, W, 3)`` and ``timestamps`` float64 ``(T,)`` in seconds.
@@ -369,7 +381,7 @@ def read_frames(
         VideoReadError: missing / non-video / audio-only / undecodable file, or timeout.
     """
     times, frames = [], []
-    for t, frame in iter_frames(path, fps, max_side=max_side, timeout_s=timeout_s):
+    for t, frame in iter_frames(path, fps, max_side=max_side, timeout_s=timeout_s, offset=offset):
         times.append(t)
         frames.append(frame)
     return np.stack(frames), np.asarray(times, dtype=np.float64)
@@ -425,21 +437,10 @@ def write_video(
     if not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be in 0..51, got {crf!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fmt = _CONTAINER_FORMATS.get(target.suffix.lower(), "mp4")
-    # temporary file in the same directory, so os.replace is an atomic rename
-    # (course_lib.files.atomic_write gives a write-only handle; faststart needs to re-read)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    # a temporary file renamed into place (atomic_write's handle would not do: faststart re-reads)
+    with atomic_path(target) as tmp:
         _encode(tmp, fmt, frames, fps, int(crf))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return target
 
 

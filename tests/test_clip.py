@@ -294,6 +294,25 @@ def test_cache_keyed_by_encoder(tiny: ClipEncoder, tmp_path) -> None:
     assert FeatureCache(tiny, root=tmp_path, frames_per_clip=2).path("v") != a.path("v")
 
 
+def test_file_and_toy_sources_sample_the_same_times(tiny: ClipEncoder, tmp_path) -> None:
+    """A toy video and its mp4 file (rendered at 10 fps) give nearly the same clip features."""
+    from course_lib import toyworld as tw
+    from course_lib.clip.features import file_frame_source, toy_frame_source
+    from course_lib.video import write_video
+
+    vid = tw.make_vid("val", "m", 0, 0)
+    duration = tw.video_spec(vid).duration
+    frames = np.stack([tw.render_frame(vid, t / 10) for t in range(int(duration * 10))])
+    path = write_video(tmp_path / f"{vid}.mp4", frames, fps=10, crf=10)
+    toy_frames, toy_times, _ = toy_frame_source()(vid)
+    file_frames, file_times, _ = file_frame_source()(str(path))
+    n = min(len(toy_times), len(file_times))
+    assert abs(len(toy_times) - len(file_times)) <= 1  # the last, partial clip may differ
+    np.testing.assert_allclose(file_times[:n], toy_times[:n], atol=0.051)  # the 10-fps grid
+    toy_feats, file_feats = tiny.encode_frames(toy_frames[:n]), tiny.encode_frames(file_frames[:n])
+    assert float((toy_feats * file_feats).sum(-1).min()) > 0.9
+
+
 # ----------------------------------------------------------------------------- quality
 # The issue's targets on the toy world's test split (1,000 frames; classification on the
 # single-object frames among them).

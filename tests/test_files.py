@@ -1,11 +1,12 @@
 """Tests for course_lib.files: atomic writes and checksums."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from course_lib.files import atomic_save_npz, atomic_write, sha256_file
+from course_lib.files import atomic_path, atomic_save_npz, atomic_write, sha256_file
 
 
 def test_atomic_write_replaces_file(tmp_path):
@@ -45,13 +46,34 @@ def test_bad_mode_rejected(tmp_path):
         pass
 
 
-def test_atomic_write_respects_umask(tmp_path):
+def _write_text(path):
+    with atomic_write(path, "w") as handle:
+        handle.write("x")
+
+
+def _write_video(path):
+    from course_lib.video import write_video
+
+    write_video(path, np.zeros((4, 16, 16, 3), np.uint8), fps=2)
+
+
+@pytest.mark.parametrize("writer", [_write_text, _write_video])
+def test_atomic_writers_respect_umask(tmp_path, writer):
     import os
 
     previous = os.umask(0o022)
     try:
-        with atomic_write(tmp_path / "m.txt", "w") as handle:
-            handle.write("x")
+        writer(tmp_path / "m.mp4")
     finally:
         os.umask(previous)
-    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "m.mp4").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mp4"]  # no temporary file left
+
+
+def test_atomic_path_failure_keeps_old_file(tmp_path):
+    target = tmp_path / "old.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["old.bin"]

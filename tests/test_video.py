@@ -52,6 +52,30 @@ def test_resampled_frame_count(clip_2s, fps, expected):
     assert np.abs(got.astype(float) - frames[src]).mean() < 8
 
 
+@pytest.mark.parametrize("fps, expected", [(2, 4), (0.5, 1), (4, 8)])
+def test_centred_sampling_with_offset(clip_2s, fps, expected):
+    path, frames = clip_2s
+    got, times = read_frames(path, fps=fps, offset=0.5 / fps)
+    # targets (k + 0.5) / fps: the centre of every 1/fps interval of the 2-s video
+    np.testing.assert_allclose(times, (np.arange(expected) + 0.5) / fps)
+    src = np.floor(times * 10 + 1e-6).astype(int)
+    assert np.abs(got.astype(float) - frames[src]).mean() < 8
+
+
+def test_video_shorter_than_offset_gives_its_last_frame(tmp_path):
+    frames = synthetic_frames(3)
+    path = write_video(tmp_path / "short.mp4", frames, fps=10)  # 0.3 s
+    got, times = read_frames(path, fps=0.5, offset=1.0)
+    assert len(got) == 1 and times[0] == 1.0
+    assert np.abs(got[0].astype(float) - frames[-1]).mean() < 8
+
+
+@pytest.mark.parametrize("offset", [-0.1, 0.5, float("nan")])
+def test_bad_offset(clip_2s, offset):
+    with pytest.raises(ValueError, match="offset"):
+        read_frames(clip_2s[0], fps=2, offset=offset)
+
+
 def test_probe(clip_2s):
     info = probe(clip_2s[0])
     assert isinstance(info, VideoInfo)

@@ -171,13 +171,18 @@ def toy_frame_source(clip_len: float = CLIP_LEN, frames_per_clip: int = 1) -> Fr
 def file_frame_source(
     clip_len: float = CLIP_LEN, frames_per_clip: int = 1, **read_kwargs
 ) -> FrameSource:
-    """Frames of a real video file decoded at ``frames_per_clip / clip_len`` fps (PyAV)."""
+    """Frames of a real video file at :func:`clip_timestamps`' times (PyAV, ``k / clip_len`` fps).
+
+    Frames are sampled at the centres of ``frames_per_clip`` equal parts of every clip, like
+    :func:`toy_frame_source`, so a toy video and its mp4 file give the same features.
+    """
 
     def source(path: str) -> tuple[np.ndarray, np.ndarray, float]:
         from course_lib import video
 
         duration = float(video.probe(path).duration)
-        frames, times = video.read_frames(path, fps=frames_per_clip / clip_len, **read_kwargs)
+        fps = frames_per_clip / clip_len
+        frames, times = video.read_frames(path, fps=fps, offset=0.5 / fps, **read_kwargs)
         return frames, times, duration
 
     return source

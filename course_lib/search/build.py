@@ -167,9 +167,9 @@ def iter_sampled_frames(
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream ``(t, frame)`` at times ``(k + 0.5) / fps`` (centres of the sampling intervals).
 
-    Files are decoded with :func:`course_lib.video.iter_frames` at ``2 * fps`` keeping every
-    second frame (so with ``fps = 0.5`` each 2-s clip is seen at its centre); toy videos are
-    rendered frame by frame. One frame is in memory at a time.
+    Files are decoded with :func:`course_lib.video.iter_frames` at ``fps`` with a half-interval
+    offset (so with ``fps = 0.5`` each 2-s clip is seen at its centre); toy videos are rendered
+    frame by frame. One frame is in memory at a time.
     """
     if item.path is None:
         from course_lib.toyworld import render_frame, video_spec
@@ -183,19 +183,12 @@ def iter_sampled_frames(
         return
     from course_lib.video import iter_frames
 
-    frames = iter_frames(item.path, 2.0 * fps, max_side=max_side, timeout_s=timeout_s)
-    first = None
+    frames = iter_frames(item.path, fps, max_side=max_side, timeout_s=timeout_s, offset=0.5 / fps)
     try:
-        for k, (t, frame) in enumerate(frames):
-            if k % 2 == 1:
-                first = False
-                yield float(t), frame
-            elif first is None:
-                first = (float(t), frame)  # kept only until the first centre frame arrives
+        for t, frame in frames:
+            yield float(t), frame
     finally:
         frames.close()
-    if first:  # a video shorter than half a sampling interval: use its first frame
-        yield first
 
 
 def make_thumbnail(frame: np.ndarray, side: int = DEFAULT_THUMB_SIDE) -> np.ndarray:

@@ -197,19 +197,7 @@ class UCoFiA(nn.Module):
     ) -> VideoEmbeddings:
         """Video side: ``frame_feats (V, F, D)``, ``patch_tokens (V, F, P, D)``, ``frame_mask (V, F)``."""
         c = self.config
-        if (
-            frame_feats.ndim != 3
-            or frame_feats.shape[1] > c.n_frames
-            or frame_feats.shape[2] != c.dim
-        ):
-            raise DataValidationError(
-                f"frame_feats must be (V, F<={c.n_frames}, {c.dim}), got {tuple(frame_feats.shape)}"
-            )
-        if frame_mask is None:
-            frame_mask = torch.ones(
-                frame_feats.shape[:2], dtype=torch.bool, device=frame_feats.device
-            )
-        frame_mask = frame_mask.to(torch.bool)
+        frame_mask = _sequence_mask(frame_feats, frame_mask, c.n_frames, c.dim, "frame_feats")
         # video level: temporal context, pooled over real frames
         if self.temporal is not None:
             video = self.temporal(frame_feats, frame_mask)
@@ -250,23 +238,12 @@ class UCoFiA(nn.Module):
     ) -> TextEmbeddings:
         """Text side: ``sentence_feats (Q, D)``, ``word_tokens (Q, L, D)``, ``word_mask (Q, L)``."""
         c = self.config
-        if (
-            word_tokens.ndim != 3
-            or word_tokens.shape[1] > c.max_words
-            or word_tokens.shape[2] != c.dim
-        ):
-            raise DataValidationError(
-                f"word_tokens must be (Q, L<={c.max_words}, {c.dim}), got {tuple(word_tokens.shape)}"
-            )
-        if word_mask is None:
-            word_mask = torch.ones(
-                word_tokens.shape[:2], dtype=torch.bool, device=word_tokens.device
-            )
+        word_mask = _sequence_mask(word_tokens, word_mask, c.max_words, c.dim, "word_tokens")
         return TextEmbeddings(
             self.proj_sentence(sentence_feats),
             sentence_feats,
             self.proj_word(word_tokens),
-            word_mask.to(torch.bool),
+            word_mask,
         )
 
     def similarity(
@@ -323,3 +300,20 @@ def symmetric_ce_loss(logits: torch.Tensor) -> torch.Tensor:
         raise DataValidationError(f"logits must be square (B, B), got {tuple(logits.shape)}")
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _sequence_mask(
+    feats: torch.Tensor, mask: torch.Tensor | None, max_len: int, dim: int, name: str
+) -> torch.Tensor:
+    """Check a ``(B, L<=max_len, dim)`` batch of sequences; return its bool mask (all True if None).
+
+    Raises:
+        DataValidationError: naming ``name`` and the shape, when the shape is wrong.
+    """
+    if feats.ndim != 3 or feats.shape[1] > max_len or feats.shape[2] != dim:
+        raise DataValidationError(
+            f"{name} must be (B, L<={max_len}, {dim}), got {tuple(feats.shape)}"
+        )
+    if mask is None:
+        return torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+    return mask.to(torch.bool)
