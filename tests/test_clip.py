@@ -126,6 +126,25 @@ def test_corrupted_checkpoint_is_refused(tmp_path) -> None:
     assert str(copy) in str(info.value) and expected in str(info.value)
 
 
+def test_tiny_loads_the_architecture_the_checkpoint_names(tmp_path) -> None:
+    from course_lib.clip.encoder import create_random_model
+    from course_lib.clip.tiny_config import register_config, tiny_variant
+    from course_lib.clip.train import TrainConfig, save_tiny_checkpoint
+
+    # a patch-8 checkpoint written by the training code loads as the patch-8 model
+    config = dataclasses.replace(TrainConfig.improved(), steps=1)
+    model = create_random_model(register_config(*tiny_variant(8)))
+    save_tiny_checkpoint(model, tmp_path / "p8.safetensors", config)
+    encoder = ClipEncoder.tiny(tmp_path / "p8.safetensors", progress=False)
+    assert encoder.name == tiny_variant(8)[0] != TINY_MODEL_NAME
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    assert encoder.encode_frame_tokens(frames).shape[1] == 1 + 8 * 8  # CLS + 8x8 patches
+    # metadata that contradicts itself is refused, naming the file
+    save_state_dict(model.state_dict(), tmp_path / "bad.safetensors", {"model_name": "Other"})
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        ClipEncoder.tiny(tmp_path / "bad.safetensors")
+
+
 def test_missing_checkpoint_and_manifest(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         ClipEncoder.tiny(tmp_path / "nope.safetensors")

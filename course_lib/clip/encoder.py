@@ -18,6 +18,7 @@ patches and words (UCoFiA) are plain dot products. The CLS token (index 0) of
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -160,7 +161,7 @@ class ClipEncoder:
         import open_clip
 
         from course_lib.clip.checkpoint import load_state_dict, read_manifest
-        from course_lib.clip.tiny_config import TINY_MODEL_NAME, register_tiny_config
+        from course_lib.clip.tiny_config import register_config
         from course_lib.env import data_dir
 
         path = Path(path) if path is not None else data_dir() / TINY_CHECKPOINT
@@ -169,18 +170,16 @@ class ClipEncoder:
                 f"tiny CLIP checkpoint {path} not found; recreate it with "
                 "`python -m course_lib.clip.train --out data/tiny_clip.safetensors`"
             )
-        # 1. verify the hash, then build the architecture and load the weights strictly
-        state, _ = load_state_dict(path)
-        name = register_tiny_config()
+        # 1. verify the hash, then build the architecture the checkpoint names, load strictly
+        state, meta = load_state_dict(path)
+        name = register_config(*tiny_architecture(meta, path))
         model = create_random_model(name)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit {TINY_MODEL_NAME}: {error}"
-            ) from error
+            raise CheckpointError(f"checkpoint {path} does not fit {name}: {error}") from error
         weights_id = read_manifest(path)  # verified equal to the file's SHA256 above
-        return cls(model, open_clip.get_tokenizer(name), TINY_MODEL_NAME, weights_id, **kwargs)
+        return cls(model, open_clip.get_tokenizer(name), name, weights_id, **kwargs)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -326,6 +325,28 @@ class _NoRandomInitWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+def tiny_architecture(meta: dict[str, str], path: str | os.PathLike) -> tuple[str, dict]:
+    """Name and open_clip config of the tiny architecture a checkpoint was trained with.
+
+    The patch size comes from the checkpoint's ``train_config`` metadata (16 when absent, the
+    first recipe); the resulting name must equal the checkpoint's ``model_name``.
+
+    Raises:
+        CheckpointError: the metadata names another architecture.
+    """
+    from course_lib.clip.tiny_config import TINY_CONFIG, tiny_variant
+
+    recorded = json.loads(meta.get("train_config", "{}"))
+    patch = int(recorded.get("patch_size", TINY_CONFIG["vision_cfg"]["patch_size"]))
+    name, config = tiny_variant(patch)
+    if meta.get("model_name", name) != name:
+        raise CheckpointError(
+            f"checkpoint {path} names model {meta['model_name']!r}, expected {name!r} "
+            f"for patch size {patch}"
+        )
+    return name, config
 
 
 def create_random_model(name: str) -> torch.nn.Module:
