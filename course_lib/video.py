@@ -462,6 +462,9 @@ def _encode(tmp: str, fmt: str, frames, fps: float, crf: int) -> None:
                 )
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(crf)}
+                # one encoder thread: the same frames always give the same file (toy videos,
+                # tests and notebook outputs must be reproducible on a loaded machine)
+                stream.codec_context.thread_count = 1
             video_frame = av.VideoFrame.from_ndarray(_pad_even(arr), format="rgb24")
             container.mux(stream.encode(video_frame))
         if stream is None:

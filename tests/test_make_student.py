@@ -60,6 +60,16 @@ def test_explicit_name_and_numbering_across_cells(tmp_path):
     assert "/blob/main/notebooks/" in student.cells[0].source
 
 
+def test_saved_widget_state_is_dropped(tmp_path):
+    path = _notebook(tmp_path, "07_engine.ipynb", ["print(1)"])
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"m": {}}}}
+    nbformat.write(nb, path)
+    student, _ = make_student_notebook(path)
+    assert "widgets" not in student.metadata
+    assert "widgets" in nbformat.read(path, as_version=4).metadata  # the solution keeps it
+
+
 @pytest.mark.parametrize(
     ("source", "words"),
     [

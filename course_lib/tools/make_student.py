@@ -118,6 +118,8 @@ def make_student_notebook(solution: Path) -> tuple[nbformat.NotebookNode, list[E
     """Build the student version of one solution notebook (nothing is written)."""
     nb = nbformat.read(solution, as_version=4)
     student = copy.deepcopy(nb)
+    # saved widget state belongs to the solution's outputs, which students do not get
+    student.metadata.pop("widgets", None)
     chapter = chapter_number(solution)
     exercises: list[Exercise] = []
     for index, cell in enumerate(student.cells):
