@@ -37,7 +37,7 @@ lab: $(STAMP)
 test: lint unit nbval-solutions nbval-notebooks sync
 
 lint: $(STAMP)
-	$(PY) -m ruff check course_lib tests benchmarks
+	$(PY) -m ruff check course_lib tests benchmarks tools
 
 unit: $(STAMP)
 	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest tests

@@ -1,0 +1,274 @@
+"""COREBA on the toy world: splits, tiny-CLIP features, small sizes, baseline, load-or-train.
+
+The pieces shared by ``tools/train_coreba.py`` (which trains the committed checkpoint
+``data/coreba_toy.*`` and the ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
+
+* :func:`toy_splits` - moment records of the train / val / test splits;
+* :class:`ToyFeatures` - tiny-CLIP clip features (disk cache + memory), query tokens for the
+  model and pooled query embeddings for the training-free baseline;
+* :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
+  thread in minutes;
+* :func:`baseline_brief`, :func:`model_brief` - the official brief metrics of both on a split;
+* :func:`train_toy_model` - seeded training with validation-based selection;
+* :func:`load_toy_checkpoint` - the committed checkpoint, refused when it was trained on
+  features of another tiny-CLIP checkpoint (its features would not fit).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_lib.alignment import CorebaConfig, CorebaModel, build_model
+from course_lib.baseline import baseline_submission
+from course_lib.errors import CheckpointError
+from course_lib.metrics import eval_qvhighlights
+from course_lib.training.checkpoint import load_checkpoint
+from course_lib.training.config import TrainConfig
+from course_lib.training.features import toy_feature_sources
+from course_lib.training.loop import evaluate, make_loader, predict, train
+
+SPLIT_NAMES = ("train", "val", "test")
+CHECKPOINT_STEM = "coreba_toy"  # data/coreba_toy.safetensors + data/coreba_toy.json
+ABLATION_CSV = "coreba_ablation.csv"
+
+
+def toy_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, list[dict]]:
+    """Moment records of ``n_*`` toy videos per split (about 8 queries per video).
+
+    Args:
+        n_train, n_val, n_test: videos per split.
+        seed: which draw of videos (the same draw for every split).
+
+    Returns:
+        ``{"train": records, "val": records, "test": records}``.
+    """
+    from course_lib.toyworld import moment_records
+
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    return {split: moment_records(split, n, seed=seed) for split, n in sizes.items()}
+
+
+class ToyFeatures:
+    """Tiny-CLIP features of toy records, cached on disk (video) and in memory (everything).
+
+    Args:
+        encoder: a :class:`course_lib.clip.ClipEncoder` (e.g. ``ClipEncoder.tiny()``).
+        records: every record whose features will be asked for (all splits).
+        cache_root: base directory of the video feature cache (default ``cache_dir``).
+
+    Attributes:
+        video: ``vid -> float32 (T, D)`` clip features (L2-normalised).
+        query: ``qid -> float32 (L, D)`` projected query tokens (the model's text input).
+        identity: the encoder identity (model name, weights SHA256, image size).
+    """
+
+    def __init__(self, encoder, records: list[dict], cache_root: str | os.PathLike | None = None):
+        video_source, self.query = toy_feature_sources(encoder, records, cache_root=cache_root)
+        self._video_source, self._videos = video_source, {}
+        self.identity = encoder.identity
+        self.dim = int(encoder.embed_dim)
+        # pooled sentence embeddings (CLIP's text feature) for the training-free baseline
+        texts = sorted({rec["query"] for rec in records})
+        pooled = encoder.encode_text(texts).cpu().numpy().astype(np.float32)
+        self._sentence = dict(zip(texts, pooled))
+
+    def video(self, vid: str) -> np.ndarray:
+        """Clip features of ``vid`` (computed once, then served from memory).
+
+        Features are rounded through float16, the precision of the disk cache, so that a run
+        that computes them gives the same numbers as a run that loads them.
+        """
+        if vid not in self._videos:
+            feats = np.asarray(self._video_source(vid), dtype=np.float16)
+            self._videos[vid] = feats.astype(np.float32)
+        return self._videos[vid]
+
+    def sentence(self, record: dict) -> np.ndarray:
+        """Pooled (D,) embedding of a record's query (input of the baseline)."""
+        return self._sentence[record["query"]]
+
+    def warm(self, records: list[dict]) -> float:
+        """Compute (or load) the features of every video of ``records``; returns seconds spent."""
+        start = time.perf_counter()
+        for vid in sorted({rec["vid"] for rec in records}):
+            self.video(vid)
+        return time.perf_counter() - start
+
+
+def toy_model_config(d_in: int, d: int = 64, **overrides) -> CorebaConfig:
+    """COREBA sizes for the toy world: the paper's structure with a narrow, dropout-light width.
+
+    Args:
+        d_in: width of the CLIP features (video clips and query tokens).
+        d: model width (the paper uses 256).
+        **overrides: any other :class:`CorebaConfig` field (``mode``, ``n_recurrent``, ...).
+    """
+    base = dict(
+        d_v=d_in,
+        d_t=d_in,
+        d=d,
+        n_heads=4,
+        dim_feedforward=2 * d,
+        dropout=0.0,  # dropout is a third of a CPU step and the toy data do not need it
+        input_dropout=0.1,
+        n_balance_tokens=7,
+        mode="rec",
+        n_recurrent=3,
+        max_clips=75,
+    )
+    base.update(overrides)
+    return CorebaConfig(**base)
+
+
+def toy_train_config(
+    epochs: int = 8, lr: float = 1e-3, batch_size: int = 32, seed: int = 2018, **overrides
+) -> TrainConfig:
+    """QD-DETR's recipe with a larger learning rate and few epochs (small model, CPU budget).
+
+    Args:
+        epochs, lr, batch_size, seed: as :class:`TrainConfig`.
+        **overrides: any other :class:`TrainConfig` field (default ``progress=False``).
+    """
+    fields = dict(progress=False) | overrides
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, **fields)
+
+
+def baseline_brief(records: list[dict], features: ToyFeatures) -> dict[str, float]:
+    """Brief QVHighlights metrics of the training-free baseline on the same features."""
+    submission = baseline_submission(records, features.video, features.sentence)
+    return dict(eval_qvhighlights(submission, records)["brief"])
+
+
+def model_brief(
+    model: CorebaModel, records: list[dict], features: ToyFeatures, config: TrainConfig
+) -> dict[str, float]:
+    """Brief QVHighlights metrics of ``model`` on ``records`` (eval mode, no gradient)."""
+    loader = make_loader(records, features.video, features.query, config)
+    return evaluate(model, loader, config)
+
+
+def model_submission(
+    model: CorebaModel, records: list[dict], features: ToyFeatures, config: TrainConfig
+) -> list[dict]:
+    """Official-format predictions of ``model`` for ``records``."""
+    loader = make_loader(records, features.video, features.query, config)
+    return predict(model, loader, config)
+
+
+@torch.no_grad()
+def align_initialisation(model: CorebaModel) -> CorebaModel:
+    """Start from an initialisation that keeps CLIP's clip-word alignment (toy-budget recipe).
+
+    CLIP puts a clip and the words that describe it close together, but two *independent*
+    random projections (video / text MLPs) and independent query / key maps scramble that, so
+    a freshly built model must re-learn the alignment from scratch, which takes thousands of
+    steps. Here the text projection starts as a copy of the video projection and every
+    attention's key map as a copy of its query map, so at step 0 a clip already attends most
+    to the words its CLIP feature matches. The architecture and the training are unchanged;
+    only the starting point differs (used by ``tools/train_coreba.py`` for every variant).
+
+    Args:
+        model: a freshly built model with ``d_v == d_t``.
+
+    Returns:
+        The same model, modified in place.
+    """
+    from course_lib.alignment import MaskedMultiHeadAttention
+
+    if model.config.d_v != model.config.d_t:
+        raise ValueError("align_initialisation needs d_v == d_t (one CLIP embedding space)")
+    model.text_proj.load_state_dict(model.video_proj.state_dict())
+    for module in model.modules():
+        if isinstance(module, MaskedMultiHeadAttention):
+            module.k_proj.load_state_dict(module.q_proj.state_dict())
+    return model
+
+
+def train_toy_model(
+    model_config: CorebaConfig,
+    train_config: TrainConfig,
+    splits: dict[str, list[dict]],
+    features: ToyFeatures,
+    out_dir: str | os.PathLike | None = None,
+    aligned_init: bool = True,
+) -> tuple[CorebaModel, dict]:
+    """Train on ``splits["train"]``, select the epoch with the best val score, return that model.
+
+    Args:
+        model_config: architecture (see :func:`toy_model_config`).
+        train_config: optimisation (see :func:`toy_train_config`); its seed also seeds the
+            model's initial weights, so a run repeats exactly.
+        splits: records with ``"train"`` and ``"val"``.
+        features: :class:`ToyFeatures` covering both splits.
+        out_dir: where ``best.*`` / ``last.*`` checkpoints go (default: a temporary directory).
+        aligned_init: start from :func:`align_initialisation` (else the default random init).
+
+    Returns:
+        ``(best model in eval mode, info)`` with info ``{"epoch", "metrics" (val), "history",
+        "train_seconds"}``.
+    """
+    from course_lib.env import seed_everything
+
+    seed_everything(train_config.seed)  # the initial weights depend on the seed too
+    model = build_model(model_config)
+    if aligned_init:
+        align_initialisation(model)
+    train_loader = make_loader(
+        splits["train"], features.video, features.query, train_config, shuffle=True
+    )
+    val_loader = make_loader(splits["val"], features.video, features.query, train_config)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(out_dir) if out_dir is not None else Path(tmp)
+        start = time.perf_counter()
+        history = train(model, train_loader, val_loader, train_config, out_dir=run_dir)
+        seconds = time.perf_counter() - start
+        best, info = load_checkpoint(run_dir / "best", build_model(model_config))
+    info = {
+        "epoch": info["epoch"],
+        "metrics": info["metrics"],
+        "history": history,
+        "train_seconds": seconds,
+    }
+    return best.eval(), info
+
+
+def load_toy_checkpoint(
+    features: ToyFeatures | None = None, stem: str | os.PathLike | None = None
+) -> tuple[CorebaModel, dict] | None:
+    """The committed toy COREBA checkpoint, or None when it is missing or does not fit.
+
+    Args:
+        features: when given, the checkpoint must have been trained on features of the same
+            tiny-CLIP weights (``info["clip_identity"]``); otherwise None is returned.
+        stem: checkpoint path without suffix (default ``data/coreba_toy``).
+
+    Returns:
+        ``(model in eval mode, info)`` or None.
+    """
+    from course_lib.env import data_dir
+
+    stem = Path(stem) if stem is not None else data_dir() / CHECKPOINT_STEM
+    try:
+        model, info = load_checkpoint(stem)
+    except CheckpointError:
+        return None
+    if features is not None and info.get("clip_identity") != features.identity:
+        return None
+    return model.eval(), info
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def with_mode(config: CorebaConfig, **changes) -> CorebaConfig:
+    """``dataclasses.replace`` for configs (re-validates the result)."""
+    return replace(config, **changes)
