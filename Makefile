@@ -7,6 +7,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SANITIZE := tests/nbval_sanitize.cfg
 
+# Reproducible numerics: the stored outputs of solutions/ are compared cell by cell (nbval), and
+# float results depend on which SIMD kernels PyTorch, MKL and oneDNN pick for the CPU at hand
+# (AVX-512 and AVX2 kernels round differently). Pinning every library to its AVX2 code path makes
+# the outputs the same on any x86-64 CPU with AVX2 (Intel or AMD), not just on the machine that
+# stored them. Override on the command line, e.g. `make course ATEN_CPU_CAPABILITY=avx512`.
+export ATEN_CPU_CAPABILITY ?= avx2
+export MKL_CBWR ?= AVX2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+
 .PHONY: setup course test lint unit nbval-solutions nbval-notebooks sync notebooks solutions lab bench clean help
 
 help:

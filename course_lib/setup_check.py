@@ -60,3 +60,12 @@ def print_environment_report() -> bool:
     if statuses[0].ok:
         print(f"device: {pick_device()}   FAST mode: {fast_mode()}   Colab: {in_colab()}")
     return all_ok
+
+
+def main() -> int:
+    """Command line (``python -m course_lib.setup_check``): exit status 1 when a package fails."""
+    return 0 if print_environment_report() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -104,3 +104,23 @@ def test_default_cache_is_git_ignored(monkeypatch):
     ignored = (root / ".gitignore").read_text().splitlines()
     assert ".cache/" in ignored
     assert env.cache_dir() == root / ".cache"
+
+
+def test_setup_check_reports_a_missing_package(monkeypatch, capsys):
+    from course_lib import setup_check
+
+    assert setup_check.main() == 0
+    assert "[FAIL]" not in capsys.readouterr().out
+    missing = {**setup_check.REQUIRED_PACKAGES, "no_such_module_xyz": "no-such-package"}
+    monkeypatch.setattr(setup_check, "REQUIRED_PACKAGES", missing)
+    assert setup_check.main() == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] no_such_module_xyz" in out and "pip install no-such-package" in out
+
+
+def test_environment_yml_installs_the_package_with_the_constraints():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "environment.yml").read_text()
+    assert "-c constraints.txt" in text and "-e .[dev]" in text
+    assert "python=3.1" in text

@@ -60,6 +60,17 @@ def test_explicit_name_and_numbering_across_cells(tmp_path):
     assert "/blob/main/notebooks/" in student.cells[0].source
 
 
+def test_run_timestamps_are_dropped(tmp_path):
+    path = _notebook(tmp_path, "02_sim.ipynb", ["print(1)"])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].metadata["execution"] = {"iopub.execute_input": "2026-12-01T12:00:00Z"}
+    nb.cells[1].metadata["tags"] = ["nbval-ignore-output"]
+    nbformat.write(nb, path)
+    student, _ = make_student_notebook(path)
+    assert "execution" not in student.cells[1].metadata
+    assert student.cells[1].metadata["tags"] == ["nbval-ignore-output"]  # other metadata stays
+
+
 def test_saved_widget_state_is_dropped(tmp_path):
     path = _notebook(tmp_path, "07_engine.ipynb", ["print(1)"])
     nb = nbformat.read(path, as_version=4)

@@ -208,6 +208,16 @@ def test_eval_empty_gt_windows_skipped_in_mr():
     assert res["brief"]["HL-min-Fair-Hit1"] == 50.0
 
 
+def test_eval_gt_without_relevant_windows_key_is_skipped_in_mr():
+    # test-split style ground truth: a record may carry no windows at all (not even the key)
+    unlabelled = record(2, [], ids=[], scores=[])
+    del unlabelled["relevant_windows"]
+    gt = [record(1, [[0, 10]]), unlabelled]
+    preds = [prediction(gt[0], [[0, 10, 1.0]]), prediction(gt[1], [[0, 10, 1.0]])]
+    res = eval_qvhighlights(preds, gt)
+    assert res["brief"]["MR-full-mAP"] == 100.0 and res["n_queries"]["full"] == 1
+
+
 def test_eval_only_one_task():
     gt = [record(1, [[0, 10]])]
     mr_only = [{"qid": 1, "pred_relevant_windows": [[0, 10, 1.0]]}]
@@ -283,6 +293,28 @@ def test_write_read_submission_roundtrip(tmp_path):
         np.linspace(0, 1, 30).tolist(), abs=1e-6
     )
     assert [p.name for p in path.parent.iterdir()] == ["preds.jsonl"]  # no temporary file left
+
+
+def test_write_submission_sorts_windows_by_score_for_the_official_script(tmp_path):
+    # the official script reads windows in list order (top-10 cut, top-1 for R1); ours ranks by
+    # score, so the file is written in score order and both agree on it
+    gt = [record(1, [[20, 30]])]
+    unsorted = [[0, 10, 0.1], [20, 30, 0.9], [40, 50, 0.5], [44, 50, 0.5]]
+    preds = [prediction(gt[0], unsorted)]
+    path = tmp_path / "preds.jsonl"
+    write_submission(path, preds)
+    back = read_submission(path)
+    assert back[0]["pred_relevant_windows"] == [
+        [20, 30, 0.9],
+        [40, 50, 0.5],
+        [44, 50, 0.5],
+        [0, 10, 0.1],
+    ]
+    assert preds[0]["pred_relevant_windows"] == unsorted  # the caller's list is not reordered
+    ours = [json.dumps(eval_qvhighlights(p, gt)["brief"]) for p in (back, preds)]  # NaN-safe
+    assert ours[0] == ours[1]
+    first = back[0]["pred_relevant_windows"][0]  # what the official R1 looks at
+    assert first == [20, 30, 0.9]
 
 
 def test_write_submission_nan_keeps_old_file(tmp_path):

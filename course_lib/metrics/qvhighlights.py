@@ -177,7 +177,7 @@ def filter_by_length(ground_truth: Sequence[Mapping], bucket: tuple[float, float
     lo, hi = bucket
     kept = []
     for rec in ground_truth:
-        windows = [w for w in rec["relevant_windows"] if lo < w[1] - w[0] <= hi]
+        windows = [w for w in rec.get("relevant_windows", []) if lo < w[1] - w[0] <= hi]
         if windows:
             rec = copy.deepcopy(dict(rec))
             rec["relevant_windows"] = windows
@@ -201,7 +201,7 @@ def mr_scores(
         ``{"MR-mAP": {"0.5": .., ..., "average": ..}, "MR-R1": {"0.5": .., ...}}`` in percent;
         NaN everywhere when no query is left.
     """
-    records = [r for r in ground_truth if len(r["relevant_windows"]) > 0]
+    records = [r for r in ground_truth if len(r.get("relevant_windows", [])) > 0]
     keys = [str(t) for t in iou_thresholds]
     if not records:
         nan = float("nan")

@@ -199,13 +199,28 @@ def _to_builtin(x: Any) -> Any:
     return x
 
 
+def _sorted_windows(prediction: dict) -> dict:
+    """The prediction with its windows in score order (stable), as the official script expects."""
+    windows = prediction.get(WINDOW_KEY)
+    if isinstance(windows, list) and all(
+        isinstance(w, list) and len(w) == 3 and _is_number(w[2]) for w in windows
+    ):
+        prediction[WINDOW_KEY] = sorted(windows, key=lambda w: -w[2])
+    return prediction
+
+
 def write_submission(path: str | os.PathLike, predictions: Sequence[Mapping]) -> None:
     """Write predictions as official-format jsonl (one json object per line), atomically.
 
+    ``pred_relevant_windows`` are written sorted by score, highest first (ties keep their order):
+    the official moment_detr script takes windows in list order (top-10 cut, top-1 for R1) while
+    :func:`eval_qvhighlights` ranks them by score, so sorting makes both score a file the same.
     numpy / torch numbers are converted to plain python. Nothing is written if a line cannot be
     serialised (the previous file, if any, stays intact).
     """
-    lines = [json.dumps(_to_builtin(dict(p)), allow_nan=False) for p in predictions]
+    lines = [
+        json.dumps(_sorted_windows(_to_builtin(dict(p))), allow_nan=False) for p in predictions
+    ]
     with atomic_write(path, "w") as handle:
         for line in lines:
             handle.write(line + "\n")

@@ -131,9 +131,11 @@ def make_student_notebook(solution: Path) -> tuple[nbformat.NotebookNode, list[E
             continue
         if cell.cell_type != "code":
             continue
-        # every code cell loses its outputs; exercise cells get the stub and the tag
+        # every code cell loses its outputs and run timestamps (so re-running a solution does not
+        # change the student copy); exercise cells get the stub and the tag
         cell.outputs = []
         cell.execution_count = None
+        cell.metadata.pop("execution", None)
         new_source, labels = strip_solutions(cell.source, where, chapter, len(exercises) + 1)
         if labels:
             cell.source = new_source
