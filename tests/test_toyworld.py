@@ -20,6 +20,7 @@ from course_lib.toyworld.captions import ACTION_PHRASES, COLOUR_WORDS, SCENE_PHR
 from course_lib.toyworld.motion import object_tracks
 from course_lib.toyworld.scenes import scene_background
 from course_lib.toyworld.script import clip_pool, video_spec
+from course_lib.toyworld.spec import KINDS
 from course_lib.viz import PlotInputError, plot_video_strip
 
 matplotlib.use("Agg")
@@ -420,3 +421,68 @@ def test_moment_qids_are_unique_across_splits_and_seeds():
             qids = [r["qid"] for r in tw.moment_records(split, 3, seed=seed)]
             assert not seen & set(qids), f"qids of {split}/seed {seed} repeat another draw's"
             seen |= set(qids)
+
+
+# ---------------------------------------------------------------- property tests over seeds
+_SEEDS = st.integers(0, 10_000)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed_a=_SEEDS, seed_b=_SEEDS, pair=st.sampled_from(list(itertools.combinations(tw.SPLITS, 2)))
+)
+def test_splits_never_share_videos_for_any_seeds(seed_a, seed_b, pair):
+    a, b = pair
+    vids_a = {r["vid"] for r in tw.moment_records(a, 2, seed=seed_a)}
+    vids_a |= {p["vid"] for p in tw.retrieval_pairs(a, 5, seed=seed_a)}
+    vids_b = {r["vid"] for r in tw.moment_records(b, 2, seed=seed_b)}
+    vids_b |= {p["vid"] for p in tw.retrieval_pairs(b, 5, seed=seed_b)}
+    assert vids_a and vids_b and not vids_a & vids_b
+    assert all(tw.parse_vid(v).split == a for v in vids_a)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split=st.sampled_from(["train", "val", "test"]), seed=_SEEDS, index=st.integers(0, 99_999))
+def test_novel_combos_never_in_any_non_novel_video(split, seed, index):
+    for kind in KINDS:  # untrimmed videos and trimmed clips, queried events and distractors
+        # a split has a fixed number of distinct trimmed-clip contents; untrimmed ids are unbounded
+        i = index % len(clip_pool(split)) if kind == "c" else index
+        spec = video_spec(tw.make_vid(split, kind, seed, i))
+        assert not {e.combo for e in spec.events} & tw.NOVEL_COMBOS
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split=st.sampled_from(tw.SPLITS), seed=_SEEDS, n=st.integers(1, 30))
+def test_retrieval_pairs_properties(split, seed, n):
+    pairs = tw.retrieval_pairs(split, n, seed=seed, with_attributes=True)
+    assert len(pairs) == n and len({p["attributes"] for p in pairs}) == n  # distinct content
+    assert all(8 <= p["duration"] <= 16 for p in pairs)
+    validate_retrieval_pairs([{k: v for k, v in p.items() if k != "attributes"} for p in pairs])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split=st.sampled_from(tw.SPLITS), seed=_SEEDS, n_videos=st.integers(2, 12))
+def test_corpus_properties(split, seed, n_videos):
+    corp = tw.corpus(split, n_videos, seed=seed)
+    durations = {v["vid"]: v["duration"] for v in corp["videos"]}
+    assert len(durations) == n_videos
+    for q in corp["queries"]:
+        for m in q["relevant_moments"]:
+            assert 0 <= m["window"][0] < m["window"][1] <= durations[m["vid"]]
+            assert 0 <= m["relevance"] <= 4
+    validate_corpus(corp)
+
+
+# ---------------------------------------------------------------- toy video -> mp4 -> frames
+def test_toy_video_mp4_round_trip(tmp_path):
+    """The issue's round trip: same frame count, mean absolute error < 8/255."""
+    from course_lib.video import read_frames, write_video
+
+    vid = tw.make_vid("val", "m", 0, 1)
+    frames, times = tw.render(vid, fps=2.0)
+    path = write_video(tmp_path / f"{vid}.mp4", frames, fps=2.0)
+    back, back_times = read_frames(path, fps=2.0, offset=float(times[0]))  # toy: clip centres
+    assert back.shape == frames.shape
+    np.testing.assert_allclose(back_times, times, atol=1e-6)
+    error = np.abs(back.astype(np.float64) - frames.astype(np.float64)).mean() / 255
+    assert error < 8 / 255, f"mean absolute error {error * 255:.2f}/255"

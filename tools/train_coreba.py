@@ -16,18 +16,23 @@ Two modes (run from the repository root; every run is seeded and uses one torch 
   Finished runs are remembered in ``<cache>/coreba_ablation_runs.jsonl`` (keyed by variant,
   seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped.
 
-      python tools/train_coreba.py --ablation --seeds 3
+      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
+
+  (the sizes of the committed ``data/coreba_ablation.csv``, which records them in its ``train
+  videos`` and ``epochs`` columns; smaller than the checkpoint's so the grid, 10 distinct
+  variants x 3 seeds at about 100 s each (its ``train seconds`` column), takes about an hour on
+  one CPU thread).
 
   Grid: components ``baseline`` (QD-DETR T2V encoder) -> ``+BAT`` -> ``+CFC`` -> ``+RAM`` (= all,
   full COREBA), recurrence ``REC_N`` (shared block) vs ``MOD_N`` (N blocks) for N = 2, 3, and
   balance tokens ``L_b`` in {0, 1, 3, 7} on the full model; shared configurations are trained
   once (REC_3 = +RAM = L_b 7; REC_1 = +CFC).
 
-Sizes that produced the committed files (the defaults): 200 train / 40 val / 60 test videos
-(about 8 queries per video), d = 128, 4 heads, FFN 256, dropout 0 (input dropout 0.1), batch 32,
-AdamW lr 5e-4, 8 epochs, seed 2018 for the checkpoint and seeds 2018-2020 for the ablation. One
-full-model run takes about 4 minutes on one CPU thread; the ablation grid (10 variants x 3
-seeds) about 2 hours. The exact sizes, times and metrics are stored in ``data/coreba_toy.json``.
+Sizes that produced the committed checkpoint (the defaults): 200 train / 40 val / 60 test videos
+(about 8 queries per video), d = 64, batch 32, AdamW lr 1e-3, 8 epochs, seed 2018 for the
+checkpoint and seeds 2018-2020 for the ablation. The full-model run took about 6 minutes of wall
+time on one CPU thread. The exact sizes, times, command and metrics are stored in
+``data/coreba_toy.json``; the ablation's per-variant train seconds in the CSV.
 """
 
 from __future__ import annotations

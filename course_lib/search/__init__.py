@@ -5,7 +5,8 @@ Modules:
 * :mod:`~course_lib.search.build` -- streaming, resumable clip-feature extraction (manifest,
   atomic per-video cache, skipped-file summary);
 * :mod:`~course_lib.search.localisers` -- pluggable moment localisers (training-free baseline by
-  default) and sliding windows for videos longer than the localiser's window;
+  default, chapter 5's COREBA model with :class:`CorebaLocaliser`) and sliding windows for videos
+  longer than the localiser's window;
 * :mod:`~course_lib.search.engine` -- :class:`MomentSearch` (build / load / add / search);
 * ``python -m course_lib.search`` -- the command line (``index`` and ``query``).
 
@@ -28,6 +29,7 @@ from course_lib.search.build import (
 from course_lib.search.engine import RESULT_COLUMNS, MomentSearch
 from course_lib.search.localisers import (
     BaselineLocaliser,
+    CorebaLocaliser,
     FunctionLocaliser,
     Localiser,
     Query,
@@ -41,6 +43,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "BaselineLocaliser",
     "BuildSummary",
+    "CorebaLocaliser",
     "FunctionLocaliser",
     "IndexMismatchError",
     "Localiser",

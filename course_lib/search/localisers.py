@@ -107,6 +107,85 @@ class FunctionLocaliser:
         return [(float(a), float(b), float(c)) for a, b, c in self.fn(clip_feats, query, duration)]
 
 
+@dataclass
+class CorebaLocaliser:
+    """Chapter 5's trained moment model (COREBA or its QD-DETR baseline) as a localiser.
+
+    One forward pass per (video window, query): clip features and the query's word-token
+    features go in, the decoder's anchor spans ``(center, width)`` and foreground probabilities
+    come out and are turned into ``[(st, ed, score)]`` in seconds exactly as chapter 5's
+    :func:`course_lib.training.loop.predict` writes a submission (same span coding, clipping and
+    ordering), so the engine and the chapter-5 evaluation see the same moments. The saliency
+    head (COREBA eq. 7) gives the per-clip curve of :meth:`saliency`.
+
+    Args:
+        model: a :class:`course_lib.alignment.CorebaModel` whose ``d_v``/``d_t`` equal the CLIP
+            width of the features (e.g. ``load_toy_checkpoint()[0]``); used in eval mode.
+        config: ``clip_len``, ``max_windows`` and the token cap (default chapter 5's
+            :class:`~course_lib.training.TrainConfig`).
+        query_tokens: ``query -> (L, D)`` token features (default :meth:`Query.tokens`).
+        window_clips: longest input in clips (default: the model's ``max_clips``, 75 = 150 s).
+        overlap_clips: overlap of consecutive windows on longer videos.
+    """
+
+    model: object
+    config: object | None = None
+    query_tokens: Callable[[Query], np.ndarray] = Query.tokens
+    window_clips: int | None = None
+    overlap_clips: int = 25
+
+    def __post_init__(self) -> None:
+        from course_lib.training import TrainConfig
+
+        self.config = self.config or TrainConfig()
+        if self.window_clips is None:
+            self.window_clips = int(self.model.config.max_clips)
+
+    def _forward(self, clip_feats: np.ndarray, query: Query) -> dict:
+        """The model's outputs for one video window and one query (batch of one, no gradient)."""
+        import torch
+
+        from course_lib.datasets import pad_sequences
+
+        feats = np.asarray(clip_feats, dtype=np.float32)
+        tokens = np.asarray(self.query_tokens(query), dtype=np.float32)
+        if feats.ndim != 2 or tokens.ndim != 2 or feats.shape[1] != tokens.shape[1]:
+            raise ValueError(
+                f"COREBA localiser: clip features {feats.shape} and query tokens "
+                f"{tokens.shape} must be (T, D) and (L, D) with the same D"
+            )
+        # 1. pad/cut like chapter 5's loader (a batch of one has no padding)
+        video, video_mask = pad_sequences([torch.from_numpy(feats)], self.window_clips)
+        text, text_mask = pad_sequences([torch.from_numpy(tokens)], self.config.max_tokens)
+        # 2. forward pass in eval mode on the model's device
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(
+                    video.to(device), video_mask.to(device), text.to(device), text_mask.to(device)
+                )
+        finally:
+            self.model.train(was_training)
+        return {key: value[0].cpu() for key, value in out.items() if key != "aux_outputs"}
+
+    def __call__(self, clip_feats: np.ndarray, query: Query, duration: float) -> Moments:
+        from course_lib.training.loop import windows_in_seconds
+
+        out = self._forward(clip_feats, query)
+        n_real = min(len(clip_feats), self.window_clips)
+        windows = windows_in_seconds(
+            out["pred_spans"], out["pred_logits"], n_real, duration, self.config
+        )
+        return [(st, ed, sc) for st, ed, sc in windows]
+
+    def saliency(self, clip_feats: np.ndarray, query: Query, duration: float) -> np.ndarray:
+        """(T,) per-clip saliency scores of the model's saliency head."""
+        scores = self._forward(clip_feats, query)["saliency_scores"].numpy()
+        return scores[: min(len(clip_feats), self.window_clips)].astype(np.float64)
+
+
 def window_starts(n_clips: int, window: int | None, overlap: int = 0) -> list[int]:
     """Start clips of windows of ``window`` clips covering ``[0, n_clips)`` with ``overlap``.
 
