@@ -1,7 +1,5 @@
 """Tests for course_lib.similarity.sinkhorn: convergence, invariances, stability, bank bias."""
 
-import time
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -119,18 +117,16 @@ def test_apply_video_bias_shape_mismatch() -> None:
 
 
 @pytest.mark.slow
-def test_10k_by_10k_float32_is_finite_and_fast() -> None:
+def test_10k_by_10k_float32_is_finite() -> None:
     # 10,000 x 10,000 float32 (400 MB) at tau = 0.01. ONE iteration (two streamed log-sum-exp
-    # passes, ~1.5-4 s each on one thread of a shared CPU) keeps the test well under 15 s.
+    # passes, ~1.5-4 s each on one thread of a shared CPU) keeps the test short; its speed is
+    # measured by benchmarks/bench_similarity.py, not here.
     g = torch.Generator().manual_seed(0)
     sims = torch.randn(10_000, 10_000, generator=g)
-    start = time.perf_counter()
     res = sinkhorn_log(sims, tau=0.01, n_iters=1)
-    elapsed = time.perf_counter() - start
     assert torch.isfinite(res.log_row).all() and torch.isfinite(res.log_col).all()
     # exact column marginals: logsumexp_i(z_ij + log_row_i) + log_col_j = log(1/M)
     col = torch.logsumexp(sims[:, :500] / 0.01 + res.log_row[:, None], 0) + res.log_col[:500]
     torch.testing.assert_close(
         col, torch.full_like(col, -torch.log(torch.tensor(1e4)).item()), atol=1e-3, rtol=0
     )
-    assert elapsed < 60.0  # ~3-8 s here; a loose guard against an accidental dense N x M copy
