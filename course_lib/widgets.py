@@ -169,6 +169,10 @@ def show_results(engine, query: str, k: int = 5) -> StaticResults:
 
 
 # ----------------------------------------------------------------------------- widget
+#: Result rows start with a label column of this width, so that their timelines line up.
+LABEL_LAYOUT = {"width": "330px", "flex": "0 0 330px"}
+
+
 def _player(engine):
     """Play control + image showing the frames of the selected moment."""
     import ipywidgets as w
@@ -198,7 +202,7 @@ def _player(engine):
         show()
 
     slider.observe(show, names="value")
-    box = w.VBox([w.HBox([play, slider]), image, caption])
+    box = w.VBox([w.HBox([w.Label("play the moment"), play, slider]), image, caption])
     return box, select
 
 
@@ -251,12 +255,15 @@ def search_widget(engine, query: str | None = None, k: int = 5):
             sal = engine.saliency(row.vid, q)
             show = w.Button(description="show", icon="play", layout={"width": "80px"})
             show.on_click(partial(select, row))
+            # fixed-width label column, then the timeline, then the (variable-length) strip,
+            # so the timelines of all rows line up
+            label = w.VBox([w.HTML(html.escape(_label(row))), show], layout=LABEL_LAYOUT)
             children.append(
                 w.HBox(
                     [
-                        w.VBox([w.HTML(html.escape(_label(row))), show]),
-                        w.Image(value=to_png(montage(frames), scale=2), format="png"),
+                        label,
                         w.Image(value=timeline_png(sal, duration, row.start, row.end)),
+                        w.Image(value=to_png(montage(frames), scale=2), format="png"),
                     ]
                 )
             )

@@ -339,8 +339,13 @@ def test_search_widget_builds_rows_and_player(small_engine, monkeypatch):
     monkeypatch.setattr(widgets, "static_mode", lambda: False)
     box = widgets.search_widget(small_engine, "a red circle moves left", k=3)
     assert len(box.result_rows.children) == 3
+    # every row: fixed-width label column, timeline, thumbnail strip (so timelines line up)
+    for row in box.result_rows.children:
+        label, timeline, strip = row.children
+        assert label.layout.width == widgets.LABEL_LAYOUT["width"]
+        assert bytes(timeline.value)[:4] == bytes(strip.value)[:4] == b"\x89PNG"
     player = box.children[-1]
-    play, slider = player.children[0].children
+    _, play, slider = player.children[0].children
     assert play.max == slider.max >= 0 and bytes(player.children[1].value)[:4] == b"\x89PNG"
 
 
