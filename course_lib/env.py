@@ -135,6 +135,19 @@ def is_online(host: str = "pypi.org", port: int = 443, timeout: float = 1.5) -> 
         socket.setdefaulttimeout(previous)
 
 
+#: Where open_clip downloads pretrained weights from (the Hugging Face Hub).
+WEIGHTS_HOST = "huggingface.co"
+
+
+def can_download_weights(timeout: float = 1.5) -> bool:
+    """Whether pretrained CLIP weights can be fetched: :func:`is_online` for :data:`WEIGHTS_HOST`.
+
+    A machine that reaches only a package index (a lab mirror, a proxy that allows pip) counts
+    as online for :func:`is_online` but cannot download weights; cells that need weights ask this.
+    """
+    return is_online(WEIGHTS_HOST, 443, timeout)
+
+
 def fast_mode() -> bool:
     """Whether to run small (``COURSE_FAST=1``) or full (``COURSE_FAST=0``) experiments.
 

@@ -76,12 +76,53 @@ def test_is_online_respects_offline_flag_instantly(monkeypatch):
     assert time.perf_counter() - start < 0.1
 
 
-def test_is_online_never_hangs_on_unroutable_host(monkeypatch):
+def test_is_online_never_hangs_on_a_silent_host(monkeypatch):
+    # a host that never answers, simulated without sending any packet: the connection attempt
+    # blocks for its timeout and then fails, as a real unroutable address does
+    import socket
+
+    calls = []
+
+    def silent(address, timeout=None):
+        calls.append((address, timeout))
+        time.sleep(timeout)
+        raise TimeoutError("timed out")
+
     monkeypatch.delenv(env.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(socket, "create_connection", silent)
     start = time.perf_counter()
-    # TEST-NET-1 (RFC 5737) is never routed: the check must give up within its timeout
-    assert env.is_online(host="192.0.2.1", port=9, timeout=0.3) is False
+    assert env.is_online(host="weights.example", port=443, timeout=0.3) is False
     assert time.perf_counter() - start < 3.0
+    assert calls == [(("weights.example", 443), 0.3)]
+
+
+def test_can_download_weights_asks_the_weights_host(monkeypatch):
+    import socket
+
+    reached = []
+
+    class Connection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    reachable = env.WEIGHTS_HOST
+
+    def fake(address, timeout=None):
+        reached.append(address)
+        if address[0] != reachable:
+            raise OSError("only the package index is reachable")
+        return Connection()
+
+    monkeypatch.delenv(env.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(socket, "create_connection", fake)
+    assert env.can_download_weights() is True and reached == [(env.WEIGHTS_HOST, 443)]
+    monkeypatch.setattr(env, "WEIGHTS_HOST", "blocked.example")
+    assert env.can_download_weights() is False
+    monkeypatch.setenv(env.OFFLINE_ENV, "1")
+    assert env.can_download_weights() is False
 
 
 def test_in_colab_false_here(monkeypatch):

@@ -123,7 +123,7 @@ class ClipEncoder:
         """
         import open_clip
 
-        from course_lib.env import is_online
+        from course_lib.env import can_download_weights
 
         # 1. a local file: no network needed, identity is the file's hash
         if os.path.isfile(weights):
@@ -136,7 +136,7 @@ class ClipEncoder:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if weights not in tags:
             raise ValueError(f"unknown pretrained weights {weights!r} for {name}; known: {tags}")
-        if not is_online():
+        if not can_download_weights():
             raise OfflineError(_offline_message(name, weights))
         try:
             model = open_clip.create_model(name, pretrained=weights, cache_dir=cache_dir)
