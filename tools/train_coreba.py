@@ -14,7 +14,13 @@ Two modes (run from the repository root; every run is seeded and uses one torch 
 * ``--ablation``: train every variant of the grid below over ``--seeds`` seeds with the same
   sizes, select each run on val, report test mean and std in ``data/coreba_ablation.csv``.
   Finished runs are remembered in ``<cache>/coreba_ablation_runs.jsonl`` (keyed by variant,
-  seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped.
+  seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped. On two
+  cores, run two shards in parallel, then the same command without ``--shard`` (it trains
+  nothing more and writes the table)::
+
+      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 0/2 &
+      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 1/2
+      wait; python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
 
       python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
 
@@ -94,6 +100,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", action="store_true", help="train the ablation grid instead")
     p.add_argument("--seeds", type=int, default=3, help="seeds per ablation variant")
     p.add_argument("--csv", type=Path, default=None, help="ablation table (data/...csv)")
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="I/N",
+        help="ablation only: train every N-th run starting at I (0-based) and write no table; "
+        "run N shards in parallel (one per core), then once without --shard to write the CSV",
+    )
     p.add_argument("--progress", action="store_true", help="tqdm bars for every epoch")
     return p.parse_args(argv)
 
@@ -207,10 +221,31 @@ def config_key(overrides: dict) -> str:
     return json.dumps(overrides, sort_keys=True)
 
 
-def load_done(path: Path) -> dict:
-    """Finished ablation runs: ``{run key: result}``."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (argparse type of ``--shard``)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def in_shard(position: int, shard: tuple[int, int] | None) -> bool:
+    """Whether the run at ``position`` of the grid (variant-major, then seed) is this shard's."""
+    return shard is None or position % shard[1] == shard[0]
+
+
+def runs_files(directory: Path) -> list[Path]:
+    """Every finished-runs file: the shared one and one per shard (``..._runs.1of2.jsonl``)."""
+    return sorted(directory.glob("coreba_ablation_runs*.jsonl"))
+
+
+def load_done(paths: list[Path]) -> dict:
+    """Finished ablation runs of every file in ``paths``: ``{run key: result}``."""
     done = {}
-    if path.is_file():
+    for path in paths:
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
@@ -230,15 +265,23 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
     """Train every variant x seed (resumable) and write the mean / std table."""
     variants = ablation_variants()
     seeds = [args.seed + i for i in range(args.seeds)]
-    runs_file = cache_dir() / "coreba_ablation_runs.jsonl"
-    done = load_done(runs_file)
+    # a shard appends to its own file (two processes never rewrite the same file); every run
+    # reads them all, so the final run without --shard finds every shard's results
+    shard = getattr(args, "shard", None)
+    name = "coreba_ablation_runs" + (f".{shard[0]}of{shard[1]}" if shard else "") + ".jsonl"
+    runs_file = cache_dir() / name
+    done = load_done(runs_files(cache_dir()))
     sizes = sizes_of(args)
     results: dict[str, list[dict]] = {}
     configs = {config_key(over): over for _, _, over in variants}
     start = time.perf_counter()
+    position = -1
     for i, (key, over) in enumerate(configs.items()):
         for seed in seeds:
+            position += 1
             run_key = json.dumps([key, seed, sizes, features.identity], sort_keys=True)
+            if not in_shard(position, shard):
+                continue
             if run_key not in done:
                 model_config = toy_model_config(features.dim, d=args.d, **over)
                 train_config = toy_train_config(
@@ -268,6 +311,9 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
                     flush=True,
                 )
             results.setdefault(key, []).append(done[run_key])
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]} done; run once more without --shard for the table")
+        return
     base = baseline_brief(splits["test"], features)
     write_table(args, variants, results, base)
 
