@@ -19,6 +19,8 @@ Usage::
 
     python benchmarks/eval_corpus.py                          # 2,000 videos -> data/bench/corpus_eval.csv
     python benchmarks/eval_corpus.py --n-videos 200 --n-queries 50 --out /tmp/small.csv
+    python benchmarks/eval_corpus.py --localizer coreba --pipelines two_stage \
+        --out data/bench/corpus_eval_coreba.csv    # stage 2 = the chapter-5 model
 """
 
 from __future__ import annotations
@@ -42,12 +44,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-videos", type=int, default=500, help="validation collection size")
     p.add_argument("--val-queries", type=int, default=150, help="validation queries for alpha")
     p.add_argument("--top-k-videos", type=int, default=20, help="K of the two-stage pipeline")
-    p.add_argument("--localizer", choices=("refine", "baseline"), default="refine")
+    p.add_argument(
+        "--localizer",
+        choices=("refine", "baseline", "coreba"),
+        default="refine",
+        help="stage 2: training-free refine/baseline, or coreba = the committed chapter-5 model "
+        "(data/coreba_toy, trained on features of the same tiny CLIP)",
+    )
+    p.add_argument(
+        "--pipelines",
+        nargs="+",
+        default=["segment_only", "two_stage", "exhaustive", "chance"],
+        choices=["segment_only", "two_stage", "exhaustive", "chance"],
+        help="pipelines to run (exhaustive with coreba runs the model on every video: hours)",
+    )
     p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw"), default="flat")
     p.add_argument("--seed", type=int, default=0, help="corpus and query-subsample seed")
     p.add_argument("--cache", default=None, help="feature cache root (default COURSE_CACHE)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
+
+
+def load_moment_model(encoder):
+    """The committed toy COREBA checkpoint, refused unless trained on this encoder's features."""
+    from course_lib.training.coreba_toy import load_toy_checkpoint
+
+    loaded = load_toy_checkpoint()
+    if loaded is None:
+        raise SystemExit(
+            "no committed COREBA checkpoint (data/coreba_toy); run tools/train_coreba.py"
+        )
+    model, info = loaded
+    if info.get("clip_identity") != encoder.identity:
+        raise SystemExit(
+            f"data/coreba_toy was trained on features of {info.get('clip_identity')}, not of "
+            f"{encoder.identity}; retrain it with tools/train_coreba.py"
+        )
+    print(f"stage 2: COREBA from data/coreba_toy ({info['parameters']:,} parameters)")
+    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,15 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     cache = FeatureCache(encoder, root=args.cache)
     print(f"encoder {encoder.identity}; feature cache {cache.directory}")
 
-    # 2. features of both collections (computed once, then read from the cache)
+    # 2. the trained stage 2 (if asked for) and the features of both collections (computed
+    #    once, then read from the cache); a model reads word tokens, so queries carry them
+    moment_model = load_moment_model(encoder) if args.localizer == "coreba" else None
+    tokens = moment_model is not None
     t0 = time.perf_counter()
     val = ev.prepare_corpus(
         toyworld.corpus("val", args.val_videos, seed=args.seed), encoder, cache, args.val_queries,
-        args.seed,
+        args.seed, with_tokens=tokens,
     )  # fmt: skip
     test = ev.prepare_corpus(
         toyworld.corpus("test", args.n_videos, seed=args.seed), encoder, cache, args.n_queries,
-        args.seed,
+        args.seed, with_tokens=tokens,
     )  # fmt: skip
     print(f"features of {len(val.vids)} val + {len(test.vids)} test videos ready in "
           f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
@@ -87,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     config = ev.EvalConfig(
         index_kind=args.index, top_k_videos=args.top_k_videos, localizer=args.localizer
     )
-    result = ev.evaluate_pipelines(test, val, config, (*ev.PIPELINES, ev.CHANCE), log=print)
+    result = ev.evaluate_pipelines(
+        test, val, config, args.pipelines, log=print, moment_model=moment_model
+    )
     signal = ev.localisation_signal(test)
     print(
         f"raw clip-query similarity AUC on test: video level {signal['video_auc']:.3f}, "

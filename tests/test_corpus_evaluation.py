@@ -169,6 +169,59 @@ def test_subsample_queries_is_seeded_and_skips_empty_queries():
 
 def test_bad_config_and_empty_queries_are_refused():
     with pytest.raises(ValueError, match="localizer"):
-        ev.EvalConfig(localizer="coreba")
+        ev.EvalConfig(localizer="qd-detr")
+    with pytest.raises(ValueError, match="moment_model"):  # the trained stage 2 needs its model
+        ev.make_localizer(ev.EvalConfig(localizer="coreba"), {}, {})
     with pytest.raises(DataValidationError, match="no queries"):
         ev.run_timed(lambda emb: [], {})
+
+
+# ----------------------------------------------------------------------------- trained stage 2
+def _with_token_queries(setup: ev.CorpusSetup) -> ev.CorpusSetup:
+    """The same corpus with each query as a Query (embedding + 4 noisy word tokens)."""
+    from course_lib.search import Query
+
+    rng = np.random.default_rng(7)
+    queries = {
+        qid: Query.from_features(
+            f"query {qid}", emb, emb + 0.1 * rng.normal(size=(4, DIM)).astype(np.float32)
+        )
+        for qid, emb in setup.query_embs.items()
+    }
+    return ev.CorpusSetup(setup.corpus, setup.queries, setup.features_by_vid, queries)
+
+
+def test_coreba_stage2_runs_the_moment_model_on_the_top_videos():
+    import torch
+
+    from course_lib.alignment import build_model
+    from course_lib.training.coreba_toy import toy_model_config
+
+    torch.manual_seed(0)
+    model = build_model(toy_model_config(DIM, d=16, n_heads=2, n_recurrent=2)).eval()
+    test, val = _with_token_queries(synthetic_setup(0)), _with_token_queries(synthetic_setup(1))
+    config = ev.EvalConfig(top_k_videos=3, n_segments=30, alpha_grid=(0.0, 0.5), localizer="coreba")
+    calls = []
+    forward = model.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(args[0].shape)
+        return forward(*args, **kwargs)
+
+    model.forward = counting_forward
+    result = ev.evaluate_pipelines(
+        test, val, config, pipelines=("segment_only", "two_stage"), moment_model=model
+    )
+    table = result.table.set_index("pipeline")
+    assert table.loc["two_stage", "localizer"] == "coreba"
+    assert calls, "stage 2 never called the moment model"
+    durations = ev.durations_of(test)
+    for ranked in result.predictions["two_stage"].values():
+        assert 0 < len(ranked) <= 3 * config.moments_per_video  # top-3 videos only
+        assert all(0 <= st < ed <= durations[vid] for vid, st, ed, _ in ranked)
+    # the segment-only pipeline does not depend on stage 2: same as with bare embeddings
+    plain = ev.evaluate_pipelines(
+        synthetic_setup(0), synthetic_setup(1), ev.EvalConfig(n_segments=30, top_k_videos=3),
+        pipelines=("segment_only",),
+    )  # fmt: skip
+    assert plain.predictions["segment_only"] == result.predictions["segment_only"]

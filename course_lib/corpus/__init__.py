@@ -24,6 +24,7 @@ from course_lib.corpus.proposals import Proposal, merge_segments, proposals_fram
 from course_lib.corpus.search import (
     CoarseToFineSearch,
     FeatureLocalizer,
+    ModelLocalizer,
     ProposalRefinementLocalizer,
     SegmentVideoScorer,
     baseline_localizer,
@@ -48,6 +49,7 @@ __all__ = [
     "INDEX_KINDS",
     "CoarseToFineSearch",
     "FeatureLocalizer",
+    "ModelLocalizer",
     "IndexConfig",
     "Proposal",
     "ProposalRefinementLocalizer",

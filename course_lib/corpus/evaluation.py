@@ -9,6 +9,8 @@ moments (the VCMR prediction format):
 * ``two_stage`` -- video retrieval before moment localisation (CFAN): stage 1 ranks videos with
   the segment index, stage 2 localises moments in the top-K videos only, and the final score is
   ``alpha * norm(s1) + (1 - alpha) * norm(s2)`` with alpha fitted on *validation* queries.
+  Stage 2 is training-free by default (``"refine"``, ``"baseline"``) or chapter 5's trained
+  moment model (``"coreba"``: pass ``moment_model=`` and prepare the corpus ``with_tokens``).
 * ``exhaustive`` -- the same localiser and scoring on *every* video (K = all, every video gets
   an exact stage-1 score): the slow upper bound that the two-stage pipeline approximates.
 
@@ -35,6 +37,7 @@ from course_lib.corpus.index import IndexConfig, SegmentIndex
 from course_lib.corpus.proposals import merge_segments
 from course_lib.corpus.search import (
     CoarseToFineSearch,
+    ModelLocalizer,
     ProposalRefinementLocalizer,
     SegmentVideoScorer,
     baseline_localizer,
@@ -48,7 +51,7 @@ from course_lib.errors import DataValidationError
 PIPELINES = ("segment_only", "two_stage", "exhaustive")
 #: a reference row: random moments of random videos (what the metrics give for no signal)
 CHANCE = "chance"
-LOCALIZERS = ("refine", "baseline")
+LOCALIZERS = ("refine", "baseline", "coreba")
 VCMR_KS: tuple[int, ...] = (1, 5, 10, 100)
 VCMR_IOUS: tuple[float, ...] = (0.5, 0.7)
 NDCG_KS: tuple[int, ...] = (10, 20, 40)
@@ -73,7 +76,9 @@ class CorpusSetup:
         corpus: the corpus dict (``videos``, ``queries``) from :func:`course_lib.toyworld.corpus`.
         queries: the evaluated queries (all of the corpus's, or a seeded subsample).
         features_by_vid: video id -> float32 (T, D) clip features.
-        query_embs: qid -> float32 (D,) text embedding of each evaluated query.
+        query_embs: qid -> the query as the pipelines take it: a float32 (D,) text embedding,
+            or a :class:`course_lib.search.Query` (embedding + token features) for stage-2
+            models that read words (see :func:`query_vector`).
     """
 
     corpus: dict
@@ -85,6 +90,11 @@ class CorpusSetup:
     def vids(self) -> list[str]:
         """Video ids of the collection, in corpus order."""
         return [v["vid"] for v in self.corpus["videos"]]
+
+
+def query_vector(query: Any) -> np.ndarray:
+    """The (D,) embedding of a query: the array itself, or a ``Query``'s ``embedding``."""
+    return np.asarray(getattr(query, "embedding", query), dtype=np.float32)
 
 
 def subsample_queries(queries: Sequence[Mapping], n: int | None, seed: int = 0) -> list[dict]:
@@ -104,12 +114,27 @@ def encode_queries(encoder, queries: Sequence[Mapping]) -> dict[Any, np.ndarray]
     return {q["qid"]: emb for q, emb in zip(queries, embs)}
 
 
+def encode_queries_with_tokens(encoder, queries: Sequence[Mapping]) -> dict[Any, Any]:
+    """qid -> :class:`course_lib.search.Query` with the sentence embedding and the word-token
+    features (``encoder.encode_text_tokens``, padding dropped): what a moment model reads."""
+    from course_lib.search.localisers import Query
+
+    embs = encode_queries(encoder, queries)
+    tokens, mask = encoder.encode_text_tokens([q["query"] for q in queries])
+    tokens, mask = tokens.cpu().numpy(), mask.cpu().numpy()
+    return {
+        q["qid"]: Query.from_features(q["query"], embs[q["qid"]], tokens[i][mask[i]])
+        for i, q in enumerate(queries)
+    }
+
+
 def prepare_corpus(
     corpus: dict,
     encoder,
     feature_cache,
     n_queries: int | None = None,
     seed: int = 0,
+    with_tokens: bool = False,
 ) -> CorpusSetup:
     """Clip features of every video (through the cache) and embeddings of the evaluated queries.
 
@@ -119,6 +144,8 @@ def prepare_corpus(
         feature_cache: a :class:`~course_lib.clip.FeatureCache` (computes missing videos).
         n_queries: evaluate a seeded subsample of this many queries (None = all).
         seed: seed of the query subsample.
+        with_tokens: queries as :class:`course_lib.search.Query` objects with token features
+            (needed by the ``"coreba"`` stage 2) instead of bare embeddings.
     """
     queries = subsample_queries(corpus["queries"], n_queries, seed)
     if not queries:
@@ -126,7 +153,8 @@ def prepare_corpus(
     feats = {
         v["vid"]: np.asarray(feature_cache.get(v["vid"]), np.float32) for v in corpus["videos"]
     }
-    return CorpusSetup(corpus, queries, feats, encode_queries(encoder, queries))
+    encode = encode_queries_with_tokens if with_tokens else encode_queries
+    return CorpusSetup(corpus, queries, feats, encode(encoder, queries))
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -142,8 +170,9 @@ class EvalConfig:
         max_gap: missing segments bridged when merging (constant gap rule).
         top_k_videos: K, videos passed to stage 2 of the two-stage pipeline.
         moments_per_video: stage-2 moments kept per video.
-        localizer: stage 2, ``"refine"`` (:class:`ProposalRefinementLocalizer`) or
-            ``"baseline"`` (the chapter-3 training-free sliding-window baseline).
+        localizer: stage 2, ``"refine"`` (:class:`ProposalRefinementLocalizer`),
+            ``"baseline"`` (the chapter-3 training-free sliding-window baseline) or ``"coreba"``
+            (chapter 5's trained model, :class:`ModelLocalizer`; needs ``moment_model``).
         top_n: predictions kept per query (VCMR evaluates the top 100).
         alpha_grid: alpha values tried by :func:`fit_alpha`.
     """
@@ -181,19 +210,46 @@ class ExactVideoScorer:
             firsts = np.r_[0, np.flatnonzero(table.vids[1:] != table.vids[:-1]) + 1]
             self._table = (table.embeddings, firsts, table.vids[firsts])
         emb, firsts, vids = self._table
-        q = np.asarray(query_emb, np.float32).reshape(-1)
+        q = query_vector(query_emb).reshape(-1)
         sims = emb @ (q / max(float(np.linalg.norm(q)), 1e-12))
         best = np.maximum.reduceat(sims, firsts)  # max over each video's block of segments
         return {str(v): float(s) for v, s in zip(vids, best)}
 
 
-def make_localizer(config: EvalConfig, features_by_vid: Mapping[str, np.ndarray]):
-    """The stage-2 localiser named by ``config.localizer`` (both training-free)."""
+def make_localizer(
+    config: EvalConfig,
+    features_by_vid: Mapping[str, np.ndarray],
+    durations: Mapping[str, float] | None = None,
+    moment_model: Any = None,
+):
+    """The stage-2 localiser named by ``config.localizer``.
+
+    Args:
+        config: pipeline settings.
+        features_by_vid: video id -> (T, D) clip features.
+        durations: video id -> seconds (``"coreba"`` only).
+        moment_model: a trained :class:`course_lib.alignment.CorebaModel` (``"coreba"`` only).
+    """
     if config.localizer == "refine":
         return ProposalRefinementLocalizer(
-            features_by_vid, clips_per_segment=config.clips_per_segment
+            features_by_vid, query_vector, clips_per_segment=config.clips_per_segment
         )
-    return baseline_localizer(features_by_vid, max_windows=config.moments_per_video)
+    if config.localizer == "baseline":
+        return baseline_localizer(
+            features_by_vid, query_vector, max_windows=config.moments_per_video
+        )
+    if moment_model is None or durations is None:
+        raise ValueError("localizer 'coreba' needs moment_model= (a trained COREBA) and durations")
+    from course_lib.search.localisers import CorebaLocaliser
+
+    return ModelLocalizer(
+        features_by_vid, durations, CorebaLocaliser(moment_model), config.moments_per_video
+    )
+
+
+def durations_of(setup: CorpusSetup) -> dict[str, float]:
+    """Video id -> duration in seconds, from the corpus."""
+    return {v["vid"]: float(v["duration"]) for v in setup.corpus["videos"]}
 
 
 def build_index(setup: CorpusSetup, config: EvalConfig) -> SegmentIndex:
@@ -208,7 +264,7 @@ def segment_only_search(index: SegmentIndex, query_emb: np.ndarray, config: Eval
     Returns:
         Ranked VCMR predictions ``[[vid, st, ed, score], ...]`` (at most ``config.n_proposals``).
     """
-    hits = index.search_segments(query_emb, config.n_segments)
+    hits = index.search_segments(query_vector(query_emb), config.n_segments)
     seg_len = config.clips_per_segment * CLIP_LEN
     props = merge_segments(
         hits["vid"], hits["start"], hits["end"], hits["score"], seg_len, config.max_gap
@@ -217,13 +273,17 @@ def segment_only_search(index: SegmentIndex, query_emb: np.ndarray, config: Eval
 
 
 def two_stage_search(
-    index: SegmentIndex, setup: CorpusSetup, config: EvalConfig, alpha: float = 0.5
+    index: SegmentIndex,
+    setup: CorpusSetup,
+    config: EvalConfig,
+    alpha: float = 0.5,
+    moment_model: Any = None,
 ) -> CoarseToFineSearch:
     """The coarse-to-fine search: segment-index stage 1, ``config.localizer`` stage 2."""
-    scorer = SegmentVideoScorer(index, n_segments=config.n_segments)
+    scorer = SegmentVideoScorer(index, query_vector, n_segments=config.n_segments)
     return CoarseToFineSearch(
         scorer,
-        make_localizer(config, setup.features_by_vid),
+        make_localizer(config, setup.features_by_vid, durations_of(setup), moment_model),
         top_k_videos=config.top_k_videos,
         alpha=alpha,
         moments_per_video=config.moments_per_video,
@@ -243,10 +303,14 @@ def fit_two_stage_alpha(
 
 
 def make_pipelines(
-    setup: CorpusSetup, index: SegmentIndex, config: EvalConfig, alpha: float
+    setup: CorpusSetup,
+    index: SegmentIndex,
+    config: EvalConfig,
+    alpha: float,
+    moment_model: Any = None,
 ) -> dict[str, Pipeline]:
     """The pipelines (and the chance row) as ``query_emb -> predictions`` functions."""
-    search = two_stage_search(index, setup, config, alpha)
+    search = two_stage_search(index, setup, config, alpha, moment_model)
     exact = ExactVideoScorer(setup.features_by_vid, config.clips_per_segment)
     vids = setup.vids
 
@@ -256,7 +320,7 @@ def make_pipelines(
         )
         return to_vcmr(results)
 
-    durations = {v["vid"]: float(v["duration"]) for v in setup.corpus["videos"]}
+    durations = durations_of(setup)
     rng = np.random.default_rng(0)
     return {
         "segment_only": lambda emb: segment_only_search(index, emb, config),
@@ -303,7 +367,7 @@ def localisation_signal(setup: CorpusSetup) -> dict[str, float]:
     unit = {v: l2_normalize(f) for v, f in setup.features_by_vid.items()}
     video_aucs, clip_aucs = [], []
     for q in setup.queries:
-        emb = l2_normalize(np.asarray(setup.query_embs[q["qid"]]).reshape(1, -1))[0]
+        emb = l2_normalize(query_vector(setup.query_embs[q["qid"]]).reshape(1, -1))[0]
         sims = {v: f @ emb for v, f in unit.items()}
         relevant = {m["vid"] for m in q["relevant_moments"]}
         best = {v: float(s.max()) for v, s in sims.items()}
@@ -374,6 +438,7 @@ def evaluate_pipelines(
     config: EvalConfig | None = None,
     pipelines: Sequence[str] = PIPELINES,
     log: Callable[[str], None] | None = None,
+    moment_model: Any = None,
 ) -> CorpusEvaluation:
     """Fit alpha on ``val``, then run and score the pipelines on ``test`` (timed in this run).
 
@@ -383,6 +448,8 @@ def evaluate_pipelines(
         config: pipeline settings.
         pipelines: which of :data:`PIPELINES` (and :data:`CHANCE`, random moments) to run.
         log: optional progress printer (e.g. ``print``).
+        moment_model: the trained model of the ``"coreba"`` stage 2 (both corpora prepared
+            ``with_tokens``).
     """
     import pandas as pd
 
@@ -390,12 +457,14 @@ def evaluate_pipelines(
     say = log or (lambda _msg: None)
     # 1. alpha from validation queries, with the validation collection's own index
     alpha, curve = fit_two_stage_alpha(
-        two_stage_search(build_index(val, config), val, config), val, config
+        two_stage_search(build_index(val, config), val, config, moment_model=moment_model),
+        val,
+        config,
     )
     say(f"alpha fitted on {len(val.queries)} validation queries: {alpha}")
     # 2. the test collection's index and the pipelines
     index = build_index(test, config)
-    runners = make_pipelines(test, index, config, alpha)
+    runners = make_pipelines(test, index, config, alpha, moment_model)
     rows, predictions = [], {}
     for name in pipelines:
         preds, seconds = run_timed(runners[name], test.query_embs)
@@ -416,7 +485,7 @@ def evaluate_pipelines(
             }
         )
         say(f"{name}: {1000 * seconds:.1f} ms/query")
-    stage1 = two_stage_search(index, test, config, alpha).video_scorer
+    stage1 = two_stage_search(index, test, config, alpha, moment_model).video_scorer
     return CorpusEvaluation(pd.DataFrame(rows), predictions, alpha, curve, stage1)
 
 

@@ -135,6 +135,42 @@ class FeatureLocalizer:
         return _check_moments(vid, self.fn(self.features_by_vid[vid], query))
 
 
+@dataclass
+class ModelLocalizer:
+    """Stage 2 from a trained moment model (chapter 5's COREBA): ``(vid, query) -> moments``.
+
+    Runs ``localiser`` (a :class:`course_lib.search.CorebaLocaliser`, or any localiser with the
+    ``(clip_feats, query, duration)`` signature) on the video's clip features, with sliding
+    windows for videos longer than its window (:func:`course_lib.search.localise_long`).
+
+    Args:
+        features_by_vid: video id -> (T, D) clip features.
+        durations: video id -> duration in seconds.
+        localiser: the moment localiser; queries must be what it expects (for COREBA a
+            :class:`course_lib.search.Query` with token features).
+        max_moments: moments kept per video.
+    """
+
+    features_by_vid: Mapping[str, np.ndarray]
+    durations: Mapping[str, float]
+    localiser: Any
+    max_moments: int = 5
+
+    def __call__(self, vid: str, query: Any) -> list[tuple[float, float, float]]:
+        from course_lib.search.localisers import localise_long
+
+        if vid not in self.features_by_vid or vid not in self.durations:
+            raise DataValidationError(f"no clip features or duration for video {vid!r}")
+        moments = localise_long(
+            self.localiser,
+            self.features_by_vid[vid],
+            query,
+            float(self.durations[vid]),
+            max_moments=self.max_moments,
+        )
+        return _check_moments(vid, moments)
+
+
 def refine_window(sims: np.ndarray, lo: int, hi: int) -> tuple[int, int, float]:
     """Refine the clip window ``[lo, hi)`` to the run of high-similarity clips around its peak.
 

@@ -43,6 +43,13 @@ class Query:
     encoder: object | None = None
     _tokens: np.ndarray | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def from_features(cls, text: str, embedding: np.ndarray, tokens: np.ndarray) -> Query:
+        """A query whose sentence embedding and (L, D) token features are already computed."""
+        query = cls(text, np.asarray(embedding, dtype=np.float32))
+        query._tokens = np.asarray(tokens, dtype=np.float32)
+        return query
+
     def tokens(self) -> np.ndarray:
         """float32 (L, D) word-token features (``encode_text_tokens``), computed once."""
         if self._tokens is None:
