@@ -366,6 +366,43 @@ def test_tiny_clip_quality_targets(tiny_quality: dict[str, float]) -> None:
     assert not missed, f"below target on {missed} (targets {QUALITY_TARGETS})"
 
 
+# A candidate checkpoint of the improved recipe (TrainConfig.improved(): patch 8, NegCLIP hard
+# negatives, warm restarts, flips; 4,000 steps, about 55 min on one CPU thread), committed for the
+# swap that every later chapter depends on (see README "Known limitation"): not used by the course
+# yet. Measured on the same 1,000 test frames when it was committed: colour .991, shape .876,
+# scene 1.0, R@1 .898; the floors sit a little lower.
+IMPROVED_CHECKPOINT = "tiny_clip_improved.safetensors"
+IMPROVED_FLOORS = {"colour_acc": 0.97, "shape_acc": 0.85, "scene_acc": 0.98, "r_at_1": 0.87}
+
+
+@pytest.fixture(scope="module")
+def improved_quality() -> dict[str, float]:
+    from course_lib.clip.zeroshot import evaluate_toy
+
+    encoder = ClipEncoder.tiny(data_dir() / IMPROVED_CHECKPOINT, device="cpu", progress=False)
+    assert encoder.name == "TinyCLIP-Toy-ViT-8-64"  # the architecture the checkpoint names
+    return evaluate_toy(encoder, n_frames=1000)
+
+
+def test_improved_candidate_learns_shape(
+    improved_quality: dict[str, float], tiny_quality: dict[str, float]
+) -> None:
+    for key, floor in IMPROVED_FLOORS.items():
+        assert improved_quality[key] >= floor, (key, improved_quality)
+    # the point of the recipe: shape far above chance (1/6) and far above the committed model
+    assert improved_quality["shape_acc"] > tiny_quality["shape_acc"] + 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="candidate is below the shape target (.876 < .90, issue 4)")
+def test_improved_candidate_quality_targets(improved_quality: dict[str, float]) -> None:
+    missed = {
+        k: round(improved_quality[k], 3)
+        for k, t in QUALITY_TARGETS.items()
+        if improved_quality[k] < t
+    }
+    assert not missed, f"below target on {missed} (targets {QUALITY_TARGETS})"
+
+
 # ----------------------------------------------------------------------------- training data + run
 def test_frame_caption_names_only_what_the_frame_shows() -> None:
     from course_lib.clip.frame_data import frame_caption, matches, sample_frames
