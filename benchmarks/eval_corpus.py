@@ -19,8 +19,8 @@ Usage::
 
     python benchmarks/eval_corpus.py                          # 2,000 videos -> data/bench/corpus_eval.csv
     python benchmarks/eval_corpus.py --n-videos 200 --n-queries 50 --out /tmp/small.csv
-    python benchmarks/eval_corpus.py --localizer coreba --pipelines two_stage \
-        --out data/bench/corpus_eval_coreba.csv    # stage 2 = the chapter-5 model
+    python benchmarks/eval_corpus.py --localizer coreba --pipelines segment_only two_stage chance \
+        --out data/bench/corpus_eval_coreba.csv    # stage 2 = the chapter-5 model (~10 min)
 """
 
 from __future__ import annotations

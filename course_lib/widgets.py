@@ -209,8 +209,8 @@ def _player(engine):
 def search_widget(engine, query: str | None = None, k: int = 5):
     """An interactive search box over a :class:`~course_lib.search.MomentSearch`.
 
-    Each result row: label and a "show" button, the moment's thumbnail strip, and the video's
-    timeline (saliency curve, moment shaded). The player below steps through the selected
+    Each result row: label and a "show" button, the video's timeline (saliency curve, moment
+    shaded), and the moment's thumbnail strip. The player below steps through the selected
     moment's frames. Where widgets cannot render (:func:`static_mode`), returns
     :func:`show_results` for ``query`` instead.
 

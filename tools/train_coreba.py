@@ -14,20 +14,19 @@ Two modes (run from the repository root; every run is seeded and uses one torch 
 * ``--ablation``: train every variant of the grid below over ``--seeds`` seeds with the same
   sizes, select each run on val, report test mean and std in ``data/coreba_ablation.csv``.
   Finished runs are remembered in ``<cache>/coreba_ablation_runs.jsonl`` (keyed by variant,
-  seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped. On two
-  cores, run two shards in parallel, then the same command without ``--shard`` (it trains
-  nothing more and writes the table)::
-
-      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 0/2 &
-      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 1/2
-      wait; python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
+  seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped.
 
       python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
 
   (the sizes of the committed ``data/coreba_ablation.csv``, which records them in its ``train
   videos`` and ``epochs`` columns; smaller than the checkpoint's so the grid, 10 distinct
   variants x 3 seeds at about 100 s each (its ``train seconds`` column), takes about an hour on
-  one CPU thread).
+  one CPU thread). On two cores, run two shards in parallel, then the same command without
+  ``--shard`` (it trains nothing more and writes the table)::
+
+      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 0/2 &
+      python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 1/2
+      wait; python tools/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
 
   Grid: components ``baseline`` (QD-DETR T2V encoder) -> ``+BAT`` -> ``+CFC`` -> ``+RAM`` (= all,
   full COREBA), recurrence ``REC_N`` (shared block) vs ``MOD_N`` (N blocks) for N = 2, 3, and
