@@ -45,3 +45,20 @@ def test_results_of_every_shard_file_are_read(tool, tmp_path):
     files = tool.runs_files(tmp_path)
     assert [f.name for f in files] == sorted(n for n in rows if n.startswith("coreba"))
     assert sorted(tool.load_done(files)) == ["a", "b", "c"]
+
+
+def test_committed_results_come_from_the_committed_tiny_clip():
+    """Every committed file computed on tiny-CLIP features names the checkpoint it used."""
+    import pandas as pd
+
+    from course_lib.clip.checkpoint import read_manifest
+    from course_lib.env import data_dir
+
+    sha = read_manifest(data_dir() / "tiny_clip.safetensors")
+    info = json.loads((data_dir() / "coreba_toy.json").read_text())
+    assert info["clip_identity"].split("|")[1] == sha
+    ablation = pd.read_csv(data_dir() / "coreba_ablation.csv", dtype={"clip weights": str})
+    assert set(ablation["clip weights"]) == {sha[:16]}
+    for name in ("corpus_eval.csv", "corpus_eval_coreba.csv"):
+        table = pd.read_csv(data_dir() / "bench" / name, dtype={"clip_weights": str})
+        assert set(table["clip_weights"]) == {sha[:16]}, name

@@ -314,11 +314,17 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
         print(f"shard {shard[0]}/{shard[1]} done; run once more without --shard for the table")
         return
     base = baseline_brief(splits["test"], features)
-    write_table(args, variants, results, base)
+    write_table(args, variants, results, base, features.identity)
 
 
-def write_table(args: argparse.Namespace, variants: list, results: dict, base: dict) -> None:
-    """``data/coreba_ablation.csv``: one row per variant, test mean and std over seeds."""
+def write_table(
+    args: argparse.Namespace, variants: list, results: dict, base: dict, clip_identity: str
+) -> None:
+    """``data/coreba_ablation.csv``: one row per variant, test mean and std over seeds.
+
+    Every row also names the sizes and the tiny-CLIP weights (``clip weights``: the first 16 hex
+    digits of the checkpoint's SHA256) the features came from, so a stale table can be detected.
+    """
     import pandas as pd
 
     rows = [{"group": "reference", "variant": "training-free baseline", "seeds": 0}]
@@ -334,8 +340,10 @@ def write_table(args: argparse.Namespace, variants: list, results: dict, base: d
         row["parameters"] = runs[0]["parameters"]
         row["train seconds"] = round(float(np.mean([r["seconds"] for r in runs])), 0)
         rows.append(row)
-    for row in rows:  # the sizes, so the table says what produced it
+    weights = clip_identity.split("|")[1][:16]
+    for row in rows:  # the sizes and features, so the table says what produced it
         row |= {"train videos": args.train_videos, "epochs": args.epochs, "d": args.d}
+        row["clip weights"] = weights
     table = pd.DataFrame(rows)
     path = args.csv or data_dir() / ABLATION_CSV
     with atomic_write(path, "w") as handle:

@@ -6,9 +6,12 @@ config as a Python dict here (the single source of truth), write it to the cache
 ``<TINY_MODEL_NAME>.json`` when asked, and register that file. After
 :func:`register_tiny_config`, ``open_clip.create_model(TINY_MODEL_NAME)`` works like any built-in.
 
-The tiny model sees 64x64 frames cut into 16x16 patches (a 4x4 grid: 16 patch tokens + 1 CLS
-token; patch 16 rather than 8 keeps CPU training to minutes) and reads captions of at most 32 BPE
-tokens with open_clip's standard tokenizer (vocabulary 49,408).
+The base tiny model sees 64x64 frames cut into 16x16 patches (a 4x4 grid: 16 patch tokens + 1 CLS
+token; the default training recipe, minutes on a CPU) and reads captions of at most 32 BPE tokens
+with open_clip's standard tokenizer (vocabulary 49,408). :func:`tiny_variant` gives the same
+architecture with other patch sizes; the committed checkpoint ``data/tiny_clip.safetensors`` is
+``TinyCLIP-Toy-ViT-8-64`` (8x8 patches, the improved recipe), and the checkpoint's metadata names
+its architecture, so :meth:`course_lib.clip.ClipEncoder.tiny` builds whichever it was trained as.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def tiny_variant(patch_size: int) -> tuple[str, dict[str, Any]]:
         patch_size: side of the square image patches (must divide 64).
 
     Returns:
-        ``(name, config)``; equal to ``(TINY_MODEL_NAME, TINY_CONFIG)`` for the committed patch.
+        ``(name, config)``; equal to ``(TINY_MODEL_NAME, TINY_CONFIG)`` for patch 16.
     """
     config = tiny_config()
     config["vision_cfg"]["patch_size"] = int(patch_size)

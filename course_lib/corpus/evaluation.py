@@ -345,7 +345,7 @@ def chance_predictions(
     return preds
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a positive scores above a negative), ties counting one half (Mann-Whitney U / n m)."""
     neg = np.sort(np.asarray(neg, np.float64))
     pos = np.asarray(pos, np.float64)
@@ -374,7 +374,7 @@ def localisation_signal(setup: CorpusSetup) -> dict[str, float]:
         pos = [best[v] for v in best if v in relevant]
         neg = [best[v] for v in best if v not in relevant]
         if pos and neg:
-            video_aucs.append(_auc(pos, neg))
+            video_aucs.append(roc_auc(pos, neg))
         inside, outside = [], []
         for vid in relevant:
             mask = np.zeros(len(sims[vid]), bool)
@@ -385,7 +385,7 @@ def localisation_signal(setup: CorpusSetup) -> dict[str, float]:
             inside += sims[vid][mask].tolist()
             outside += sims[vid][~mask].tolist()
         if inside and outside:
-            clip_aucs.append(_auc(inside, outside))
+            clip_aucs.append(roc_auc(inside, outside))
     return {"video_auc": float(np.mean(video_aucs)), "clip_auc": float(np.mean(clip_aucs))}
 
 

@@ -289,14 +289,26 @@ def extract_video(
 
 # ----------------------------------------------------------------------------- manifest
 def encoder_spec(encoder) -> str | None:
-    """How to recreate an encoder from the manifest: ``"tiny"``, ``"NAME:TAG"`` or None."""
-    from course_lib.clip.tiny_config import TINY_MODEL_NAME
+    """How to recreate an encoder from the manifest: ``"tiny"``, ``"NAME:TAG"`` or None.
 
-    if encoder.name == TINY_MODEL_NAME and not str(encoder.weights_id).startswith("random"):
+    ``"tiny"`` means the committed checkpoint ``data/tiny_clip.safetensors``: the encoder's
+    weights hash equals the hash in that checkpoint's manifest.
+    """
+    if str(encoder.weights_id) == committed_tiny_hash():
         return "tiny"
     if str(encoder.weights_id).startswith("random") or len(str(encoder.weights_id)) == 64:
         return None  # random weights or a local weights file: the caller must pass it
     return f"{encoder.name}:{encoder.weights_id}"
+
+
+def committed_tiny_hash() -> str | None:
+    """SHA256 of the committed tiny CLIP from its manifest (None when the file is absent)."""
+    from course_lib.clip.checkpoint import manifest_path, read_manifest
+    from course_lib.clip.encoder import TINY_CHECKPOINT
+    from course_lib.env import data_dir
+
+    checkpoint = data_dir() / TINY_CHECKPOINT
+    return read_manifest(checkpoint) if manifest_path(checkpoint).is_file() else None
 
 
 def encoder_from_spec(spec: str, **kwargs):

@@ -1,0 +1,46 @@
+"""benchmarks/probe_motion_features.py: the moving-pixel view and the moment AUC it reports."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from course_lib.corpus.evaluation import roc_auc
+
+PROBE = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_motion_features.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("probe_motion_features", PROBE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_moving_pixels_keeps_only_what_changes(probe):
+    frames = np.full((3, 16, 16, 3), 128, dtype=np.uint8)  # a static grey scene
+    frames[1, 4:6, 4:6] = (255, 0, 0)  # an object shows up in the middle frame ...
+    frames[2, 10, 10] = 148  # ... and one pixel changes by only 20
+    image = probe.moving_pixels(frames, threshold=100)
+    changed = np.zeros((16, 16), bool)
+    changed[4:6, 4:6] = True
+    np.testing.assert_array_equal(image[changed], frames[1][changed])  # middle frame kept
+    assert not image[~changed].any()  # static and barely changing pixels are black
+    assert not probe.moving_pixels(frames[:1].repeat(2, axis=0), threshold=0).any()
+
+
+def test_moment_auc_orders_inside_above_outside(probe):
+    sims = np.array([0.1, 0.9, 0.8, 0.2, 0.3])
+    assert probe.moment_auc(sims, [1, 2]) == 1.0
+    assert probe.moment_auc(sims, [0, 3]) == 0.0
+    assert probe.moment_auc(sims, [2, 4]) == pytest.approx(4 / 6)
+    assert probe.moment_auc(sims, [0, 1, 2, 3, 4]) is None
+    assert probe.moment_auc(sims, [7]) is None  # a clip id past the end is ignored
+
+
+def test_roc_auc_counts_ties_as_one_half():
+    assert roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
+    assert roc_auc(np.array([2.0, 0.0]), np.array([1.0])) == 0.5
+    assert roc_auc(np.array([3.0, 2.0]), np.array([1.0, 0.0])) == 1.0
