@@ -1,6 +1,9 @@
 """Shared pytest configuration: tests run offline, in FAST mode, on the CPU, on one thread."""
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,3 +29,15 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """Import a script of the repository (``tools/...``, ``benchmarks/...``) as a module."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

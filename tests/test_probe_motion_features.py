@@ -1,22 +1,15 @@
 """benchmarks/probe_motion_features.py: the moving-pixel view and the moment AUC it reports."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_script
 
 from course_lib.corpus.evaluation import roc_auc
-
-PROBE = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_motion_features.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_motion_features", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/probe_motion_features.py")
 
 
 def test_moving_pixels_keeps_only_what_changes(probe):

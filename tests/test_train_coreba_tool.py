@@ -1,21 +1,15 @@
 """tools/train_coreba.py: the ablation's shards split the grid and their results merge."""
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_coreba.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("train_coreba_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/train_coreba.py")
 
 
 def test_parse_shard(tool):
