@@ -5,10 +5,14 @@ Writes toy-world videos (30-150 s) as mp4 files (not timed), then measures
 * index-build throughput: videos per minute and video-hours indexed per wall-clock hour
   (streaming decode + tiny-CLIP encoding + pooling + atomic caching + faiss segment index);
 * query latency: p50 / p95 over held-out queries of ``MomentSearch.search`` (text encoding,
-  segment search, localisation on the top videos, thumbnails), after one warm-up query.
+  segment search, localisation on the top videos, thumbnails), after one warm-up query;
+* with ``--alpha-sweep``: the top-3 hit rate (the query's own video among the first 3 results,
+  first held-out query of every video) for a sweep of the stage-1 weight ``alpha``; run it on
+  ``--split val`` to choose alpha without looking at test videos.
 
     .venv/bin/python benchmarks/bench_search.py                 # 20 videos, 50 queries
     .venv/bin/python benchmarks/bench_search.py --videos 100 --threads 1
+    .venv/bin/python benchmarks/bench_search.py --split val --videos 30 --threads 1 --alpha-sweep
 
 Prints the torch thread count: timings on a shared machine are noisy, compare within one run.
 """
@@ -22,19 +26,42 @@ from pathlib import Path
 
 import numpy as np
 
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
-def write_videos(folder: Path, n: int, fps: float, size: int) -> float:
-    """Write ``n`` toy videos as mp4; returns their total duration in seconds."""
+
+def write_videos(folder: Path, split: str, n: int, fps: float, size: int) -> float:
+    """Write ``n`` toy videos of ``split`` as mp4; returns their total duration in seconds."""
     from course_lib import toyworld
     from course_lib.video import write_video
 
     total = 0.0
     for i in range(n):
-        vid = toyworld.make_vid("test", "m", 0, i)
+        vid = toyworld.make_vid(split, "m", 0, i)
         frames, _ = toyworld.render(vid, fps=fps, size=size)
         write_video(folder / f"{vid}.mp4", frames, fps=fps)
         total += toyworld.video_spec(vid).duration
     return total
+
+
+def hit_rates(engine, records: list[dict], alphas=ALPHAS, k: int = 3) -> dict[float, float]:
+    """Top-k hit rate of the engine for each stage-1 weight ``alpha`` (restored afterwards).
+
+    A query is a hit when its own video is among the first ``k`` results; every video is asked
+    its first held-out query.
+    """
+    first: dict[str, dict] = {}
+    for rec in records:
+        first.setdefault(rec["vid"], rec)
+    before, rates = engine.alpha, {}
+    for alpha in alphas:
+        engine.alpha = alpha
+        hits = [
+            rec["vid"] in {Path(v).stem for v in engine.search(rec["query"], k=k)["vid"]}
+            for rec in first.values()
+        ]
+        rates[alpha] = float(np.mean(hits))
+    engine.alpha = before
+    return rates
 
 
 def main() -> None:
@@ -47,6 +74,10 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("-k", type=int, default=10, help="results per query")
+    parser.add_argument("--split", default="test", help="toy split of the indexed videos")
+    parser.add_argument(
+        "--alpha-sweep", action="store_true", help="top-3 hit rate for each stage-1 weight"
+    )
     args = parser.parse_args()
 
     import torch
@@ -63,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         videos = Path(tmp) / "videos"
         videos.mkdir()
-        seconds = write_videos(videos, args.videos, args.fps, args.size)
+        seconds = write_videos(videos, args.split, args.videos, args.fps, args.size)
         # 1. build throughput (everything from the files to the saved index)
         t0 = time.perf_counter()
         engine = MomentSearch.build(videos, Path(tmp) / "index", encoder=encoder, progress=False)
@@ -75,7 +106,7 @@ def main() -> None:
             f"{seconds / build_s:.0f} video-hours/hour"
         )
         # 2. query latency (one warm-up query first)
-        records = toyworld.moment_records("test", args.videos)
+        records = toyworld.moment_records(args.split, args.videos)
         texts = [r["query"] for r in records][: args.queries]
         engine.search(texts[0], k=args.k)
         times = []
@@ -88,6 +119,14 @@ def main() -> None:
             f"query latency over {len(ms)} queries (k={args.k}, {engine.index.ntotal} segments): "
             f"p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms"
         )
+        # 3. the stage-1 weight: hit rate for each alpha (engine default printed for reference)
+        if args.alpha_sweep:
+            rates = hit_rates(engine, records)
+            print(
+                f"top-3 hit rate on {args.split} (own video, engine default alpha {engine.alpha}):"
+            )
+            for alpha, rate in rates.items():
+                print(f"  alpha {alpha:4.2f}: {rate:.3f}")
 
 
 if __name__ == "__main__":

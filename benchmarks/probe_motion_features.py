@@ -94,13 +94,19 @@ class MotionAwareFeatures(ToyFeatures):
     ):
         super().__init__(encoder, records)
         self.encoder, self.frames_per_clip, self.threshold = encoder, frames_per_clip, threshold
-        self.views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def views(self, vid: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(plain, moving)`` clip features of ``vid`` (computed once)."""
+        if vid not in self._views:
+            self._views[vid] = clip_views(self.encoder, vid, self.frames_per_clip, self.threshold)
+        return self._views[vid]
 
     def video(self, vid: str) -> np.ndarray:
-        if vid not in self.views:
-            self.views[vid] = clip_views(self.encoder, vid, self.frames_per_clip, self.threshold)
-        plain, moving = self.views[vid]
-        return _unit(plain + moving)
+        """The summed clip features the baseline and COREBA read (computed once)."""
+        if vid not in self._videos:
+            self._videos[vid] = _unit(sum(self.views(vid)))
+        return self._videos[vid]
 
 
 def moment_auc(sims: np.ndarray, relevant_clip_ids: list[int]) -> float | None:
@@ -116,8 +122,7 @@ def view_aucs(records: list[dict], features: MotionAwareFeatures) -> dict[str, f
     """Mean clip-level AUC of the clip-query cosine for each view over ``records``."""
     scores: dict[str, list[float]] = {"plain": [], "moving pixels": [], "sum": []}
     for rec in records:
-        features.video(rec["vid"])
-        plain, moving = features.views[rec["vid"]]
+        plain, moving = features.views(rec["vid"])
         query = features.sentence(rec)
         for name, clips in [
             ("plain", plain),
