@@ -21,6 +21,9 @@ Usage::
     python benchmarks/eval_corpus.py --n-videos 200 --n-queries 50 --out /tmp/small.csv
     python benchmarks/eval_corpus.py --localizer coreba --pipelines segment_only two_stage chance \
         --out data/bench/corpus_eval_coreba.csv    # stage 2 = the chapter-5 model (~10 min)
+    python benchmarks/eval_corpus.py --localizer coreba --n-queries 50 \
+        --pipelines segment_only two_stage exhaustive chance \
+        --out data/bench/corpus_eval_coreba_exhaustive.csv  # the model on every video (~1 h)
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def load_moment_model(encoder):
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation, print the table and the targets, write the CSV atomically."""
     args = parse_args(argv)
+    from course_lib.env import pin_cpu_numerics
+
+    print(f"numerics: {pin_cpu_numerics()}")  # before any tensor work, as `make` runs
     import faiss
     import torch
 

@@ -35,6 +35,7 @@ import torch
 from course_lib.clip import ClipEncoder
 from course_lib.clip.features import toy_frame_source
 from course_lib.corpus.evaluation import roc_auc
+from course_lib.env import pin_cpu_numerics
 from course_lib.training.coreba_toy import (
     ToyFeatures,
     baseline_brief,
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold", type=int, default=24, help="pixel change (0-255) that counts")
     p.add_argument("--epochs", type=int, default=0, help="train COREBA this long (0: skip)")
     args = p.parse_args(argv)
+    print(f"numerics: {pin_cpu_numerics()}")  # before any tensor work, as `make` runs
     torch.set_num_threads(1)
     splits = toy_splits(200, 40, 60, seed=0)
     records = [rec for recs in splits.values() for rec in recs]

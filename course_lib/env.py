@@ -148,6 +148,31 @@ def can_download_weights(timeout: float = 1.5) -> bool:
     return is_online(WEIGHTS_HOST, 443, timeout)
 
 
+#: The Makefile's CPU numerics pins: PyTorch, MKL and oneDNN take their AVX2 code paths, so
+#: features, checkpoints and stored notebook outputs repeat bit-exactly on any AVX2 x86-64 CPU.
+CPU_NUMERICS_PINS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
+
+
+def pin_cpu_numerics() -> dict[str, str]:
+    """Apply :data:`CPU_NUMERICS_PINS` to this process, keeping values already set.
+
+    Scripts that fill the shared ``.cache/`` (feature caches read by the notebooks) or write
+    committed results call this first, so a run by hand computes what ``make`` computes. The
+    libraries read the variables at their first computation, not at import: call it before
+    any tensor work.
+
+    Returns:
+        The values now in effect, ``{variable: value}``.
+    """
+    for name, value in CPU_NUMERICS_PINS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in CPU_NUMERICS_PINS}
+
+
 def fast_mode() -> bool:
     """Whether to run small (``COURSE_FAST=1``) or full (``COURSE_FAST=0``) experiments.
 

@@ -1,5 +1,9 @@
 """Tests for course_lib.env: device choice, seeding, flags, caches."""
 
+import os
+import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -165,3 +169,28 @@ def test_environment_yml_installs_the_package_with_the_constraints():
     text = (Path(__file__).resolve().parents[1] / "environment.yml").read_text()
     assert "-c constraints.txt" in text and "-e .[dev]" in text
     assert "python=3.1" in text
+
+
+def test_cpu_numerics_pins_equal_the_makefile_and_take_effect_after_import():
+
+    from course_lib.env import CPU_NUMERICS_PINS, repo_root
+
+    makefile = (repo_root() / "Makefile").read_text()
+    exported = dict(re.findall(r"^export (\w+) \?= (\S+)$", makefile, flags=re.MULTILINE))
+    assert {k: exported.get(k) for k in CPU_NUMERICS_PINS} == CPU_NUMERICS_PINS
+    # in a fresh process without the variables, pinning after `import torch` (before any
+    # tensor work) still selects the AVX2 kernels; a value already set is kept
+    code = (
+        "import torch\n"
+        "from course_lib.env import pin_cpu_numerics\n"
+        "print(pin_cpu_numerics()['MKL_CBWR'], torch.backends.cpu.get_cpu_capability())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in CPU_NUMERICS_PINS}
+    env["MKL_CBWR"] = "COMPATIBLE"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "COMPATIBLE"
+    if out[1] not in {"AVX2", "AVX512"}:
+        pytest.skip(f"this CPU's best kernels are {out[1]}, not AVX2 or better")
+    assert out[1] == "AVX2"

@@ -30,7 +30,6 @@ from course_lib.search.build import FEATURES_DIR, read_manifest
 from course_lib.video import write_video
 
 N_VIDEOS = 20
-REGRESSION_FLOOR = 0.40
 HIT_RATE_TARGET = 0.8
 
 
@@ -120,7 +119,7 @@ def test_encoder_spec_names_only_the_committed_tiny_clip(encoder: ClipEncoder) -
 def _queries() -> list[dict]:
     """One held-out (test split) query per video; its event is present in that video."""
     first: dict[str, dict] = {}
-    for rec in toyworld.moment_records("test", N_VIDEOS):
+    for rec in toyworld.moment_records("test", N_VIDEOS, with_attributes=True):
         first.setdefault(rec["vid"], rec)
     return list(first.values())
 
@@ -130,27 +129,29 @@ def test_cli_query_finds_the_right_video(cli_index, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = _queries()
     assert len(records) == N_VIDEOS
+    # a right video shows the query's event in the query's scene: its source video, or another
+    # video showing the same event (as notebook 07 counts)
+    vids = [r["vid"] for r in records]
+    right = [toyworld.videos_showing(r["attributes"], vids) for r in records]
+    assert all(r["vid"] in ok for r, ok in zip(records, right, strict=True))
     # the CLI's entry point in-process (the subprocess start-up is tested by `index`)
     assert main(["query", str(out), *[r["query"] for r in records], "-k", "3", "--json"]) == 0
     answers = json.loads(capsys.readouterr().out)
     assert [a["query"] for a in answers] == [r["query"] for r in records]
-    hits = []
-    for rec, ans in zip(records, answers):
+    hits, own = [], []
+    for rec, ok, ans in zip(records, right, answers, strict=True):
         assert 1 <= len(ans["results"]) <= 3
         assert {"rank", "vid", "path", "start", "end", "score"} <= set(ans["results"][0])
-        stems = [os.path.basename(r["vid"]).removesuffix(".mp4") for r in ans["results"]]
-        hits.append(rec["vid"] in stems)
+        stems = {os.path.basename(r["vid"]).removesuffix(".mp4") for r in ans["results"]}
+        hits.append(bool(stems & ok))
+        own.append(rec["vid"] in stems)
     rate = float(np.mean(hits))
-    # a hard floor far above chance (3 of 20 videos = 15%) guards against regressions ...
-    assert rate >= REGRESSION_FLOOR, f"right video in the top 3 for only {rate:.0%} of queries"
-    # ... while the issue's 80% target waits for features that see actions: the committed tiny
-    # CLIP recognises colour, shape and scene in single frames (one frame per 2-s clip), so the
-    # engine finds the queried object but not what it does; 45% measured when it was committed.
-    # Reported as an expected failure, with the measured rate; once it is met the test passes.
-    if rate < HIT_RATE_TARGET:
-        pytest.xfail(
-            f"top-3 hit rate {rate:.0%} < {HIT_RATE_TARGET:.0%}: frame features miss the action"
-        )
+    measured = f"{rate:.0%} (source video only: {np.mean(own):.0%})"
+    # the issue's target: 80% measured at commit (16 of 20; the engine's alpha 0.9 was fitted on
+    # validation videos, where the rate is 70%), so one more miss fails. The tiny CLIP sees which
+    # object is on screen, not what it does, so the misses are queries about an object that
+    # appears in several videos doing other things.
+    assert rate >= HIT_RATE_TARGET, f"right video in the top 3 for only {measured} of queries"
 
 
 def test_cli_query_table(cli_index, capsys):

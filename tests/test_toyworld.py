@@ -331,6 +331,25 @@ def test_corpus_format_and_graded_relevance():
     )
 
 
+def test_videos_showing_agrees_with_the_corpus_and_the_source_video():
+    corp = tw.corpus("val", 40, seed=1, with_attributes=True)
+    vids = [v["vid"] for v in corp["videos"]]
+    several = 0
+    for q in corp["queries"]:
+        a = q["attributes"]
+        same_scene = {
+            m["vid"] for m in q["relevant_moments"] if video_spec(m["vid"]).scene == a.scene
+        }
+        shown = tw.videos_showing(a, vids)
+        assert shown == same_scene
+        several += len(shown) > 1
+    assert several > 0  # the check covers queries with more than one right video
+    for rec in tw.moment_records("test", 10, with_attributes=True):
+        assert rec["vid"] in tw.videos_showing(rec["attributes"], [rec["vid"]])
+        other_scene = next(s for s in tw.SCENES if s != rec["attributes"].scene)
+        assert not tw.videos_showing(rec["attributes"]._replace(scene=other_scene), [rec["vid"]])
+
+
 def test_corpus_n_queries_and_scale():
     corp = tw.corpus("val", 400, n_queries=50)
     assert len(corp["queries"]) == 50 and len(corp["videos"]) == 400

@@ -53,6 +53,6 @@ def test_committed_results_come_from_the_committed_tiny_clip():
     assert info["clip_identity"].split("|")[1] == sha
     ablation = pd.read_csv(data_dir() / "coreba_ablation.csv", dtype={"clip weights": str})
     assert set(ablation["clip weights"]) == {sha[:16]}
-    for name in ("corpus_eval.csv", "corpus_eval_coreba.csv"):
+    for name in ("corpus_eval.csv", "corpus_eval_coreba.csv", "corpus_eval_coreba_exhaustive.csv"):
         table = pd.read_csv(data_dir() / "bench" / name, dtype={"clip_weights": str})
         assert set(table["clip_weights"]) == {sha[:16]}, name

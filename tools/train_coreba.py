@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from course_lib.alignment import ablation_config
-from course_lib.env import cache_dir, data_dir
+from course_lib.env import cache_dir, data_dir, pin_cpu_numerics
 from course_lib.files import atomic_write
 from course_lib.training import save_checkpoint
 from course_lib.training.coreba_toy import (
@@ -355,6 +355,7 @@ def write_table(
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
+    print(f"numerics: {pin_cpu_numerics()}")  # before any tensor work, as `make` runs
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     splits, features = prepare(args)

@@ -63,7 +63,7 @@ class TrainConfig:
         return cls(steps=20, batch_size=32, n_frames=256, warmup=5, save_every=10)
 
     @classmethod
-    def improved(cls, steps: int = 5600) -> TrainConfig:
+    def improved(cls, steps: int = 6400) -> TrainConfig:
         """The recipe that learns shapes (patch 8, NegCLIP negatives, warm restarts, flips).
 
         Resumable like every run; ``steps`` is a multiple of the 800-step restart cycle.
@@ -84,6 +84,43 @@ class TrainConfig:
             k: v for k, v in dataclasses.asdict(self).items() if k not in {"threads", "save_every"}
         }
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Continue a finished run from its checkpoint when its run state is gone.
+
+    A checkpoint keeps the weights (fp16) but not the optimizer's moments, so this is a warm
+    restart rather than an exact resume: the weights are loaded, AdamW starts afresh, and the
+    loop runs steps ``step .. config.steps - 1`` with the same batches and learning-rate
+    schedule that an uninterrupted longer run would use there. Start at a cycle boundary
+    (``step`` a multiple of ``cycle_steps``) so the schedule begins with its warm-up.
+
+    Attributes:
+        checkpoint: safetensors checkpoint of the earlier run (SHA256-verified on load).
+        step: steps that run took; the earlier losses come from its ``_history.json`` if present.
+    """
+
+    checkpoint: Path
+    step: int
+
+    def apply(self, model: torch.nn.Module, config: TrainConfig) -> tuple[int, list[float]]:
+        """Load the weights into ``model``; return ``(first step, earlier losses)``.
+
+        Raises:
+            ValueError: ``step`` is not inside ``[0, config.steps)``.
+        """
+        from course_lib.clip.checkpoint import load_state_dict
+
+        if not 0 <= self.step < config.steps:
+            raise ValueError(
+                f"warm start at step {self.step} is outside the run's 0..{config.steps - 1}"
+            )
+        state, _ = load_state_dict(self.checkpoint)
+        model.load_state_dict(state, strict=True)
+        history_file = history_path(self.checkpoint)
+        history = json.loads(history_file.read_text())["loss"] if history_file.is_file() else []
+        return self.step, list(history[: self.step])
 
 
 def training_frames(config: TrainConfig, cache: Path) -> tuple[list[FrameSample], np.ndarray]:
@@ -236,6 +273,7 @@ def train_tiny_clip(
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, torch.nn.Module], None] | None = None,
+    warm_start: WarmStart | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train tiny CLIP from scratch (or resume an interrupted run with the same config).
 
@@ -246,6 +284,8 @@ def train_tiny_clip(
         progress: show a tqdm bar.
         callback: called as ``callback(step, model)`` after each saved run state (e.g. to
             evaluate); it must leave the model in train mode.
+        warm_start: continue a finished run from its saved checkpoint (see :class:`WarmStart`)
+            when there is no run state of this config to resume.
 
     Returns:
         ``(model, losses)``: the trained open_clip model (eval mode, CPU) and the loss per step.
@@ -273,6 +313,8 @@ def train_tiny_clip(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
+    elif warm_start is not None:
+        step, history = warm_start.apply(model, config)
     # 3. the loop
     model.train()
     bar = tqdm(range(step, config.steps), initial=step, total=config.steps, disable=not progress)
@@ -346,7 +388,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument(
+        "--warm-start",
+        type=Path,
+        default=None,
+        help="continue from this checkpoint (weights only, fresh optimizer) at --warm-step",
+    )
+    parser.add_argument("--warm-step", type=int, default=None, help="steps the checkpoint took")
     args = parser.parse_args(argv)
+    from course_lib.env import pin_cpu_numerics
+
+    print(f"numerics: {pin_cpu_numerics()}")  # before any tensor work, as `make` runs
     if args.fast:
         config = TrainConfig.fast()
     else:
@@ -354,7 +406,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
     start = time.time()
-    model, history = train_tiny_clip(config, resume=not args.no_resume)
+    warm = None
+    if args.warm_start is not None:
+        if args.warm_step is None:
+            parser.error("--warm-start needs --warm-step")
+        warm = WarmStart(args.warm_start, args.warm_step)
+    model, history = train_tiny_clip(config, resume=not args.no_resume, warm_start=warm)
     digest = save_tiny_checkpoint(model, args.out, config)
     save_history(history_path(args.out), history, config, time.time() - start)
     print(

@@ -32,7 +32,13 @@ from course_lib.toyworld.spec import (
     make_vid,
     parse_vid,
 )
-from course_lib.toyworld.views import corpus, frame_samples, moment_records, retrieval_pairs
+from course_lib.toyworld.views import (
+    corpus,
+    frame_samples,
+    moment_records,
+    retrieval_pairs,
+    videos_showing,
+)
 
 __all__ = [
     "ACTIONS",
@@ -63,5 +69,6 @@ __all__ = [
     "render_frame",
     "retrieval_pairs",
     "video_spec",
+    "videos_showing",
     "visible_objects",
 ]

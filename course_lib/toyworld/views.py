@@ -15,6 +15,8 @@ official files).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from course_lib.toyworld.captions import describe_event
@@ -109,6 +111,29 @@ def queried_events(spec: VideoSpec) -> dict[tuple[str, str, str], list[Event]]:
         if spec.split != "test_novel" or e.combo in NOVEL_COMBOS:
             groups.setdefault(e.combo, []).append(e)
     return groups
+
+
+def videos_showing(attributes: Attributes, vids: Iterable[str]) -> set[str]:
+    """The toy videos among ``vids`` that show an event a query with these attributes describes.
+
+    A video counts when its scene is the query's scene and one of its events has the query's
+    (colour, shape, action). This is the "right video" of a moment-search query: a result naming
+    any of these videos found what the query asks for, not only the query's source video.
+
+    Args:
+        attributes: the query's canonical attributes (``with_attributes=True`` records).
+        vids: toy video ids to check.
+
+    Returns:
+        The subset of ``vids`` showing the event.
+    """
+    combo = (attributes.colour, attributes.shape, attributes.action)
+    return {
+        vid
+        for vid in vids
+        if video_spec(vid).scene == attributes.scene
+        and any(e.combo == combo for e in video_spec(vid).events)
+    }
 
 
 def _moment_record(spec: VideoSpec, qid: int, events: list[Event], attrs: bool) -> dict:
