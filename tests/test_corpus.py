@@ -388,3 +388,43 @@ def test_choose_nprobe_reaches_target_and_is_minimal():
         assert recall_at_k(index.search(q, 10)[1], exact) < 0.9
     with pytest.raises(DataValidationError, match="'flat'"):
         choose_nprobe(SegmentIndex.build(make_features(4)), q)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_gpu_copy_is_searched_when_faiss_sees_a_gpu(kind, monkeypatch):
+    """The GPU path's logic, with faiss' CPU->GPU copy replaced by a clone (no GPU here)."""
+    import dataclasses
+
+    import faiss
+
+    from course_lib.corpus import index as index_module
+
+    copies = []
+
+    def fake_to_gpus(cpu_index):
+        copies.append(cpu_index)
+        return faiss.clone_index(cpu_index)
+
+    feats = make_features()
+    cpu_only = SegmentIndex.build(feats, dataclasses.replace(CONFIGS[kind], use_gpu=False))
+    expected = cpu_only.search(queries(), k=10)
+    monkeypatch.setattr(index_module, "gpu_available", lambda: True)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", fake_to_gpus)
+    index = SegmentIndex.build(feats, dataclasses.replace(CONFIGS[kind], use_gpu=True))
+    found = index.search(queries(), k=10)
+    np.testing.assert_array_equal(found[1], expected[1])
+    np.testing.assert_allclose(found[0], expected[0], rtol=1e-5)
+    index.search(queries(), k=10)
+    if kind == "hnsw":  # faiss has no GPU HNSW: it stays on the CPU
+        assert copies == []
+        return
+    assert len(copies) == 1  # one copy, reused by later searches
+    new = {f"new{i}": f for i, f in enumerate(make_features(n_videos=2, seed=5).values())}
+    index.add_videos(new)  # a change invalidates the copy ...
+    index.search(queries(), k=10)
+    assert len(copies) == 2  # ... and the next search copies the updated index
+    index.set_search_params(nprobe=4)
+    index.search(queries(), k=10)
+    assert len(copies) == 3
+    cpu_only.search(queries(), k=10)  # use_gpu=False never copies
+    assert len(copies) == 3
