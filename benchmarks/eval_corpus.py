@@ -23,7 +23,7 @@ Usage::
         --out data/bench/corpus_eval_coreba.csv    # stage 2 = the chapter-5 model (~10 min)
     python benchmarks/eval_corpus.py --localizer coreba --n-queries 50 \
         --pipelines segment_only two_stage exhaustive chance \
-        --out data/bench/corpus_eval_coreba_exhaustive.csv  # the model on every video (~1 h)
+        --out data/bench/corpus_eval_coreba_exhaustive.csv  # the model on every video (~30 min)
 """
 
 from __future__ import annotations

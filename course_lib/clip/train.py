@@ -7,7 +7,7 @@ InfoNCE loss (:mod:`course_lib.clip.loss`) with the model's own learnable ``logi
 AdamW, linear warm-up then cosine decay. The run state (model, optimizer, step) is saved
 atomically every ``save_every`` steps in the cache directory and resumed from there.
 
-Reproduce the committed checkpoint, the improved recipe (about 2 hours on one CPU thread; not
+Reproduce the committed checkpoint, the improved recipe (about 2.5 hours on one CPU thread; not
 bit-exact, see ``data/tiny_clip_history.json``'s note)::
 
     python -m course_lib.clip.train --out data/tiny_clip.safetensors

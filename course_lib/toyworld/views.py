@@ -128,11 +128,11 @@ def videos_showing(attributes: Attributes, vids: Iterable[str]) -> set[str]:
         The subset of ``vids`` showing the event.
     """
     combo = (attributes.colour, attributes.shape, attributes.action)
+    specs = [video_spec(vid) for vid in vids]
     return {
-        vid
-        for vid in vids
-        if video_spec(vid).scene == attributes.scene
-        and any(e.combo == combo for e in video_spec(vid).events)
+        spec.vid
+        for spec in specs
+        if spec.scene == attributes.scene and any(e.combo == combo for e in spec.events)
     }
 
 
