@@ -34,6 +34,7 @@ import torch
 
 from course_lib.clip import ClipEncoder
 from course_lib.clip.features import toy_frame_source
+from course_lib.clip.motion import moving_pixels
 from course_lib.corpus.evaluation import roc_auc
 from course_lib.env import pin_cpu_numerics
 from course_lib.training.coreba_toy import (
@@ -47,24 +48,6 @@ from course_lib.training.coreba_toy import (
 )
 
 REPORTED = ("MR-full-mAP", "MR-full-R1@0.5", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1")
-
-
-def moving_pixels(clip_frames: np.ndarray, threshold: int) -> np.ndarray:
-    """The middle frame of a clip with its static pixels set to black.
-
-    Args:
-        clip_frames: (k, H, W, 3) uint8 frames of one clip in time order, k >= 2.
-        threshold: a pixel is kept when some channel changes by more than this (0-255)
-            between two consecutive frames.
-
-    Returns:
-        (H, W, 3) uint8 image.
-    """
-    # 1. the largest change of any channel between consecutive frames, per pixel
-    change = np.abs(np.diff(clip_frames.astype(np.int16), axis=0)).max(axis=(0, 3))
-    # 2. keep the middle frame where it changes
-    middle = clip_frames[len(clip_frames) // 2]
-    return (middle * (change > threshold)[..., None]).astype(np.uint8)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

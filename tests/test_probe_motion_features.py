@@ -1,4 +1,4 @@
-"""benchmarks/probe_motion_features.py: the moving-pixel view and the moment AUC it reports."""
+"""benchmarks/probe_motion_features.py: the moment AUC it reports (moving pixels: test_motion.py)."""
 
 import numpy as np
 import pytest
@@ -10,18 +10,6 @@ from course_lib.corpus.evaluation import roc_auc
 @pytest.fixture(scope="module")
 def probe():
     return load_script("benchmarks/probe_motion_features.py")
-
-
-def test_moving_pixels_keeps_only_what_changes(probe):
-    frames = np.full((3, 16, 16, 3), 128, dtype=np.uint8)  # a static grey scene
-    frames[1, 4:6, 4:6] = (255, 0, 0)  # an object shows up in the middle frame ...
-    frames[2, 10, 10] = 148  # ... and one pixel changes by only 20
-    image = probe.moving_pixels(frames, threshold=100)
-    changed = np.zeros((16, 16), bool)
-    changed[4:6, 4:6] = True
-    np.testing.assert_array_equal(image[changed], frames[1][changed])  # middle frame kept
-    assert not image[~changed].any()  # static and barely changing pixels are black
-    assert not probe.moving_pixels(frames[:1].repeat(2, axis=0), threshold=0).any()
 
 
 def test_moment_auc_orders_inside_above_outside(probe):

@@ -49,10 +49,38 @@ def test_committed_results_come_from_the_committed_tiny_clip():
     from course_lib.env import data_dir
 
     sha = read_manifest(data_dir() / "tiny_clip.safetensors")
-    info = json.loads((data_dir() / "coreba_toy.json").read_text())
-    assert info["clip_identity"].split("|")[1] == sha
+    for stem in ("coreba_toy", "coreba_toy_motion"):
+        info = json.loads((data_dir() / f"{stem}.json").read_text())
+        assert info["clip_identity"].split("|")[1] == sha, stem
     ablation = pd.read_csv(data_dir() / "coreba_ablation.csv", dtype={"clip weights": str})
     assert set(ablation["clip weights"]) == {sha[:16]}
     for name in ("corpus_eval.csv", "corpus_eval_coreba.csv", "corpus_eval_coreba_exhaustive.csv"):
         table = pd.read_csv(data_dir() / "bench" / name, dtype={"clip_weights": str})
         assert set(table["clip_weights"]) == {sha[:16]}, name
+
+
+def test_motion_run_saves_a_checkpoint_only_motion_features_load(tool, tmp_path):
+    """``--features clip+motion``: wider video input, both baselines stored, kind checked on load."""
+    from course_lib.clip import ClipEncoder
+    from course_lib.clip.motion import DESCRIPTOR_PER_CELL
+    from course_lib.training.coreba_toy import load_toy_checkpoint, toy_features
+
+    stem = tmp_path / "motion"
+    sizes = ["--train-videos", "2", "--val-videos", "1", "--test-videos", "1", "--epochs", "1"]
+    status = tool.main(
+        ["--features", "clip+motion", *sizes, "--d", "16", "--threads", "2", "--out", str(stem)]
+        + ["--cache", str(tmp_path / "cache")]
+    )
+    assert status == 1  # one epoch on two videos does not meet the 15-point target
+    info = json.loads(stem.with_suffix(".json").read_text())
+    assert info["video_features"] == "clip+motion" and info["sizes"]["features"] == "clip+motion"
+    assert info["baseline_moving_view_test_metrics"] != info["baseline_test_metrics"]
+    encoder = ClipEncoder.tiny(device="cpu", progress=False)
+    width = 2 * encoder.embed_dim + 9 * DESCRIPTOR_PER_CELL
+    assert info["model_config"]["d_v"] == width and info["model_config"]["d_t"] == encoder.embed_dim
+    from course_lib.toyworld import moment_records
+
+    records = moment_records("test", 1, seed=0)
+    for kind, loads in (("clip+motion", True), ("clip", False)):
+        features = toy_features(encoder, records, kind, cache_root=tmp_path / "cache")
+        assert (load_toy_checkpoint(features, stem=stem) is not None) == loads, kind

@@ -1,6 +1,6 @@
 """Train COREBA on the toy world, compare it with the training-free baseline, run the ablations.
 
-Two modes (run from the repository root; every run is seeded and uses one torch thread unless
+Three modes (run from the repository root; every run is seeded and uses one torch thread unless
 ``--threads`` says otherwise, so re-running gives the same numbers on the same machine):
 
 * default: extract tiny-CLIP features for the train / val / test toy splits (cached on disk),
@@ -10,6 +10,14 @@ Two modes (run from the repository root; every run is seeded and uses one torch 
   brief test metrics of the model and of :func:`course_lib.baseline.baseline_submission`.
 
       python tools/train_coreba.py
+
+* ``--features clip+motion``: the same with a motion stream next to CLIP (each clip's feature is
+  ``[CLIP clip feature, CLIP(moving pixels), motion descriptor]``, :mod:`course_lib.clip.motion`),
+  saved as ``data/coreba_toy_motion.*``; its json also stores the training-free baseline on the
+  summed CLIP-space views (``--ablation`` with it writes ``data/coreba_ablation_motion.csv``).
+  The committed one (see its json for the measured numbers)::
+
+      python tools/train_coreba.py --features clip+motion --train-videos 600 --epochs 20
 
 * ``--ablation``: train every variant of the grid below over ``--seeds`` seeds with the same
   sizes, select each run on val, report test mean and std in ``data/coreba_ablation.csv``.
@@ -58,11 +66,12 @@ from course_lib.files import atomic_write
 from course_lib.training import save_checkpoint
 from course_lib.training.coreba_toy import (
     ABLATION_CSV,
-    CHECKPOINT_STEM,
     ToyFeatures,
     baseline_brief,
+    checkpoint_stem,
     model_brief,
     parameter_count,
+    toy_features,
     toy_model_config,
     toy_splits,
     toy_train_config,
@@ -87,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-videos", type=int, default=40)
     p.add_argument("--test-videos", type=int, default=60)
     p.add_argument("--data-seed", type=int, default=0, help="which draw of toy videos")
+    p.add_argument(
+        "--features",
+        choices=("clip", "clip+motion"),
+        default="clip",
+        help="video input: tiny-CLIP clip features, or those plus the motion stream "
+        "(course_lib.clip.motion; checkpoint data/coreba_toy_motion)",
+    )
     p.add_argument("--d", type=int, default=64, help="model width")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -96,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device (the committed files: cpu)")
     p.add_argument("--cache", type=Path, default=None, help="feature cache (default .cache)")
     p.add_argument("--out", type=Path, default=None, help="checkpoint stem (data/coreba_toy)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="full model only: keep the run's best/last checkpoints and history here and resume "
+        "from them (a larger --epochs extends a finished run)",
+    )
     p.add_argument("--ablation", action="store_true", help="train the ablation grid instead")
     p.add_argument("--seeds", type=int, default=3, help="seeds per ablation variant")
     p.add_argument("--csv", type=Path, default=None, help="ablation table (data/...csv)")
@@ -114,7 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def sizes_of(args: argparse.Namespace) -> dict:
     """The options that determine a run's result (stored with every output)."""
     keys = ("train_videos", "val_videos", "test_videos", "data_seed", "d", "epochs", "lr")
-    return {k: getattr(args, k) for k in keys} | {"batch_size": args.batch_size}
+    sizes = {k: getattr(args, k) for k in keys} | {"batch_size": args.batch_size}
+    # plain-CLIP runs keep their old keys, so finished ablation runs are still found
+    return sizes if args.features == "clip" else sizes | {"features": args.features}
 
 
 def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
@@ -124,30 +149,48 @@ def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
     splits = toy_splits(args.train_videos, args.val_videos, args.test_videos, args.data_seed)
     records = [rec for recs in splits.values() for rec in recs]
     encoder = ClipEncoder.tiny(device="cpu", progress=False)
-    features = ToyFeatures(encoder, records, cache_root=args.cache)
+    features = toy_features(encoder, records, args.features, cache_root=args.cache)
     seconds = features.warm(records)
     counts = ", ".join(f"{k} {len(v)} queries" for k, v in splits.items())
-    print(f"features: {counts}; {seconds:.0f} s (tiny CLIP {encoder.identity})", flush=True)
+    print(
+        f"{args.features} features (width {features.video(records[0]['vid']).shape[1]}): "
+        f"{counts}; {seconds:.0f} s (tiny CLIP {encoder.identity})",
+        flush=True,
+    )
     return splits, features
+
+
+def video_width(splits: dict, features: ToyFeatures) -> int:
+    """``d_v``: the width of the video features (CLIP's width, or more with a motion stream)."""
+    return int(features.video(splits["train"][0]["vid"]).shape[1])
 
 
 def brief_line(name: str, brief: dict) -> str:
     """One line with the reported metrics."""
-    return f"{name:<22}" + "  ".join(f"{k} {brief[k]:6.2f}" for k in REPORTED)
+    return f"{name:<24}" + "  ".join(f"{k} {brief[k]:6.2f}" for k in REPORTED)
 
 
 # ----------------------------------------------------------------------------- full model
 def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> dict:
     """Train the full model, save it to data/, print its and the baseline's test metrics."""
-    model_config = toy_model_config(features.dim, d=args.d)
+    model_config = toy_model_config(features.dim, d=args.d, d_v=video_width(splits, features))
     train_config = toy_train_config(
         args.epochs, args.lr, args.batch_size, args.seed, progress=args.progress, device=args.device
     )
     cpu_start = time.process_time()
-    model, info = train_toy_model(model_config, train_config, splits, features)
+    model, info = train_toy_model(
+        model_config,
+        train_config,
+        splits,
+        features,
+        out_dir=args.run_dir,
+        resume=args.run_dir is not None,
+    )
     cpu_seconds = time.process_time() - cpu_start
     test = model_brief(model, splits["test"], features, train_config)
     base = baseline_brief(splits["test"], features)
+    summed = getattr(features, "summed_view", None)  # only with a motion stream
+    base_summed = baseline_brief(splits["test"], features, summed) if summed else None
     print(
         f"trained {info['train_seconds']:.0f} s wall, {cpu_seconds:.0f} s CPU; "
         f"best epoch {info['epoch']} on val"
@@ -162,19 +205,23 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
     print("test (baseline):", json.dumps(base))
     print(brief_line("COREBA (REC_3, L_b 7)", test))
     print(brief_line("training-free", base))
+    if base_summed is not None:
+        print(brief_line("training-free, +moving", base_summed))
     gaps = {k: test[k] - base[k] for k in ACCEPTANCE}
     passed = all(gap >= TARGET_GAP for gap in gaps.values())
     print(
         f"gaps {json.dumps({k: round(v, 2) for k, v in gaps.items()})}: "
         f"{'meets' if passed else 'MISSES'} the >= {TARGET_GAP:.0f}-point target"
     )
-    stem = args.out or data_dir() / CHECKPOINT_STEM
+    stem = args.out or data_dir() / checkpoint_stem(features.kind)
     extra = {
         "epoch": info["epoch"],
         "metrics": info["metrics"],
         "test_metrics": test,
         "baseline_test_metrics": base,
+        "baseline_moving_view_test_metrics": base_summed,
         "clip_identity": features.identity,
+        "video_features": features.kind,
         "sizes": sizes_of(args),
         "n_queries": {k: len(v) for k, v in splits.items()},
         "train_seconds": round(info["train_seconds"], 1),
@@ -282,7 +329,9 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
             if not in_shard(position, shard):
                 continue
             if run_key not in done:
-                model_config = toy_model_config(features.dim, d=args.d, **over)
+                model_config = toy_model_config(
+                    features.dim, d=args.d, d_v=video_width(splits, features), **over
+                )
                 train_config = toy_train_config(
                     args.epochs,
                     args.lr,
@@ -345,7 +394,10 @@ def write_table(
         row |= {"train videos": args.train_videos, "epochs": args.epochs, "d": args.d}
         row["clip weights"] = weights
     table = pd.DataFrame(rows)
-    path = args.csv or data_dir() / ABLATION_CSV
+    default = (
+        ABLATION_CSV if args.features == "clip" else ABLATION_CSV.replace(".csv", "_motion.csv")
+    )
+    path = args.csv or data_dir() / default
     with atomic_write(path, "w") as handle:
         table.to_csv(handle, index=False)
     print(table.to_string(index=False))

@@ -9,6 +9,7 @@ Modules (one concept each):
 * :mod:`~course_lib.clip.frame_data` - toy-world frames with true partial captions;
 * :mod:`~course_lib.clip.train` - tiny-CLIP training (``python -m course_lib.clip.train``);
 * :mod:`~course_lib.clip.features` - per-video 2-second clip features with a disk cache;
+* :mod:`~course_lib.clip.motion` - a motion stream per clip (moving pixels + motion descriptor);
 * :mod:`~course_lib.clip.zeroshot` - zero-shot classification and text-to-frame retrieval.
 """
 

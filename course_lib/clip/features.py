@@ -215,7 +215,7 @@ class FeatureCache:
             "encoder": encoder.identity,
             "clip_len": self.clip_len,
             "frames_per_clip": self.frames_per_clip,
-        }
+        } | self.stream_settings()
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
         self.directory = base / key
 
@@ -244,11 +244,19 @@ class FeatureCache:
             maker = file_frame_source if os.path.isfile(vid) else toy_frame_source
             source = maker(self.clip_len, self.frames_per_clip)
         frames, times, duration = source(vid)
-        feats = encode_video(self.encoder, frames, times, duration, self.clip_len)
+        feats = self.encode(frames, times, duration)
         self._write_settings()
         save_video_features(self.directory, _entry_name(vid), feats)  # fp16, atomic
         # return what is stored: a miss and a later hit give the very same (fp16-rounded) values
         return feats.astype(np.float16).astype(np.float32)
+
+    def stream_settings(self) -> dict:
+        """Settings a subclass adds to the cache key (none here: plain CLIP clip features)."""
+        return {}
+
+    def encode(self, frames: np.ndarray, timestamps: np.ndarray, duration: float) -> np.ndarray:
+        """Features of one video's sampled frames: :func:`encode_video` (the mean of CLIP frames)."""
+        return encode_video(self.encoder, frames, timestamps, duration, self.clip_len)
 
     def _write_settings(self) -> None:
         """Write ``settings.json`` (what this directory holds) once, atomically."""

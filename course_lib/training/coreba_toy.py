@@ -1,21 +1,25 @@
 """COREBA on the toy world: splits, tiny-CLIP features, small sizes, baseline, load-or-train.
 
-The pieces shared by ``tools/train_coreba.py`` (which trains the committed checkpoint
-``data/coreba_toy.*`` and the ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
+The pieces shared by ``tools/train_coreba.py`` (which trains the committed checkpoints
+``data/coreba_toy.*`` and ``data/coreba_toy_motion.*`` and the ablation table
+``data/coreba_ablation.csv``) and notebooks 04-05:
 
 * :func:`toy_splits` - moment records of the train / val / test splits;
 * :class:`ToyFeatures` - tiny-CLIP clip features (disk cache + memory), query tokens for the
   model and pooled query embeddings for the training-free baseline;
+* :class:`MotionToyFeatures` - the same plus a motion stream (:mod:`course_lib.clip.motion`);
+  :func:`toy_features` picks one by name;
 * :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
   thread in minutes;
 * :func:`baseline_brief`, :func:`model_brief` - the official brief metrics of both on a split;
 * :func:`train_toy_model` - seeded training with validation-based selection;
 * :func:`load_toy_checkpoint` - the committed checkpoint, refused when it was trained on
-  features of another tiny-CLIP checkpoint (its features would not fit).
+  features of another kind or of another tiny-CLIP checkpoint (its features would not fit).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -31,11 +35,12 @@ from course_lib.errors import CheckpointError
 from course_lib.metrics import eval_qvhighlights
 from course_lib.training.checkpoint import load_checkpoint
 from course_lib.training.config import TrainConfig
-from course_lib.training.features import toy_feature_sources
+from course_lib.training.features import VideoSource, toy_feature_sources
 from course_lib.training.loop import evaluate, make_loader, predict, train
 
 SPLIT_NAMES = ("train", "val", "test")
 CHECKPOINT_STEM = "coreba_toy"  # data/coreba_toy.safetensors + data/coreba_toy.json
+MOTION_CHECKPOINT_STEM = "coreba_toy_motion"  # the same model on clip + motion features
 ABLATION_CSV = "coreba_ablation.csv"
 
 
@@ -64,10 +69,16 @@ class ToyFeatures:
         cache_root: base directory of the video feature cache (default ``cache_dir``).
 
     Attributes:
-        video: ``vid -> float32 (T, D)`` clip features (L2-normalised).
+        video: ``vid -> float32 (T, D)`` clip features (L2-normalised), the model's video input.
         query: ``qid -> float32 (L, D)`` projected query tokens (the model's text input).
         identity: the encoder identity (model name, weights SHA256, image size).
+        kind: which video features (``"clip"``; :class:`MotionToyFeatures`: ``"clip+motion"``).
+        clip_views: how many leading ``D``-wide blocks of a video feature lie in CLIP's
+            embedding space (used by :func:`align_initialisation`).
     """
+
+    kind = "clip"
+    clip_views = 1
 
     def __init__(self, encoder, records: list[dict], cache_root: str | os.PathLike | None = None):
         video_source, self.query = toy_feature_sources(encoder, records, cache_root=cache_root)
@@ -90,6 +101,10 @@ class ToyFeatures:
             self._videos[vid] = feats.astype(np.float32)
         return self._videos[vid]
 
+    def text_space(self, vid: str) -> np.ndarray:
+        """The clip features in CLIP's text space (what the training-free baseline compares)."""
+        return self.video(vid)
+
     def sentence(self, record: dict) -> np.ndarray:
         """Pooled (D,) embedding of a record's query (input of the baseline)."""
         return self._sentence[record["query"]]
@@ -100,6 +115,66 @@ class ToyFeatures:
         for vid in sorted({rec["vid"] for rec in records}):
             self.video(vid)
         return time.perf_counter() - start
+
+
+class MotionToyFeatures(ToyFeatures):
+    """:class:`ToyFeatures` plus a motion stream: ``[CLIP clip feature, CLIP(moving pixels),
+    motion descriptor]`` per clip (:mod:`course_lib.clip.motion`), like the CLIP + SlowFast
+    ``d_v`` of QVHighlights models.
+
+    The training-free baseline still reads the plain CLIP part (:meth:`text_space`): the
+    descriptor is not in CLIP's text space, so only a trained model can use it.
+
+    Args:
+        encoder, records, cache_root: as :class:`ToyFeatures`.
+        **motion_settings: :class:`~course_lib.clip.motion.MotionFeatureCache` options
+            (``frames_per_clip``, ``threshold``, ``grid``).
+    """
+
+    kind = "clip+motion"
+    clip_views = 2
+
+    def __init__(self, encoder, records, cache_root=None, **motion_settings):
+        from course_lib.clip.motion import MotionFeatureCache
+
+        super().__init__(encoder, records, cache_root=cache_root)
+        self._motion = MotionFeatureCache(encoder, root=cache_root, **motion_settings)
+        self.motion_settings = self._motion.settings
+        self._plain: dict[str, np.ndarray] = {}
+
+    def text_space(self, vid: str) -> np.ndarray:
+        """The plain CLIP clip features (fp16-rounded like the cache)."""
+        if vid not in self._plain:
+            feats = np.asarray(self._video_source(vid), dtype=np.float16)
+            self._plain[vid] = feats.astype(np.float32)
+        return self._plain[vid]
+
+    def summed_view(self, vid: str) -> np.ndarray:
+        """``unit(plain + moving-pixel view)``: both CLIP-space views in one (D,) per clip.
+
+        What a training-free method can read of the motion stream (the descriptor is not in
+        CLIP's text space); reported next to the chapter-3 baseline for comparison.
+        """
+        both = self.video(vid)[:, : 2 * self.dim]
+        summed = both[:, : self.dim] + both[:, self.dim :]
+        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+    def video(self, vid: str) -> np.ndarray:
+        """``[plain (D), moving-pixel CLIP (D), descriptor]`` per clip (computed once)."""
+        if vid not in self._videos:
+            plain, motion = self.text_space(vid), self._motion.get(vid)
+            if len(plain) != len(motion):
+                raise ValueError(f"{vid}: {len(plain)} CLIP clips but {len(motion)} motion clips")
+            self._videos[vid] = np.concatenate([plain, motion], axis=1).astype(np.float32)
+        return self._videos[vid]
+
+
+def toy_features(encoder, records: list[dict], kind: str = "clip", cache_root=None) -> ToyFeatures:
+    """:class:`ToyFeatures` (``kind="clip"``) or :class:`MotionToyFeatures` (``"clip+motion"``)."""
+    kinds = {ToyFeatures.kind: ToyFeatures, MotionToyFeatures.kind: MotionToyFeatures}
+    if kind not in kinds:
+        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind](encoder, records, cache_root=cache_root)
 
 
 def toy_model_config(d_in: int, d: int = 64, **overrides) -> CorebaConfig:
@@ -140,9 +215,19 @@ def toy_train_config(
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, **fields)
 
 
-def baseline_brief(records: list[dict], features: ToyFeatures) -> dict[str, float]:
-    """Brief QVHighlights metrics of the training-free baseline on the same features."""
-    submission = baseline_submission(records, features.video, features.sentence)
+def baseline_brief(
+    records: list[dict], features: ToyFeatures, video: VideoSource | None = None
+) -> dict[str, float]:
+    """Brief QVHighlights metrics of the training-free baseline.
+
+    Args:
+        records: the split to evaluate.
+        features: supplies the pooled query embeddings (and the clip features by default).
+        video: clip features to compare with the query (default ``features.text_space``, the
+            plain CLIP clip features of chapter 3).
+    """
+    video = features.text_space if video is None else video
+    submission = baseline_submission(records, video, features.sentence)
     return dict(eval_qvhighlights(submission, records)["brief"])
 
 
@@ -163,7 +248,7 @@ def model_submission(
 
 
 @torch.no_grad()
-def align_initialisation(model: CorebaModel) -> CorebaModel:
+def align_initialisation(model: CorebaModel, clip_views: int = 1) -> CorebaModel:
     """Start from an initialisation that keeps CLIP's clip-word alignment (toy-budget recipe).
 
     CLIP puts a clip and the words that describe it close together, but two *independent*
@@ -174,17 +259,37 @@ def align_initialisation(model: CorebaModel) -> CorebaModel:
     to the words its CLIP feature matches. The architecture and the training are unchanged;
     only the starting point differs (used by ``tools/train_coreba.py`` for every variant).
 
+    With a wider video input (``d_v > d_t``: :class:`MotionToyFeatures`), the first
+    ``clip_views`` blocks of ``d_t`` video columns are CLIP-space views: each of them starts
+    with the same first-layer weights, which the text projection copies; the remaining
+    columns (a descriptor outside CLIP's space) keep their random start.
+
     Args:
-        model: a freshly built model with ``d_v == d_t``.
+        model: a freshly built model with ``d_v >= clip_views * d_t``.
+        clip_views: leading ``d_t``-wide blocks of the video feature that lie in CLIP's space.
 
     Returns:
         The same model, modified in place.
     """
     from course_lib.alignment import MaskedMultiHeadAttention
 
-    if model.config.d_v != model.config.d_t:
-        raise ValueError("align_initialisation needs d_v == d_t (one CLIP embedding space)")
-    model.text_proj.load_state_dict(model.video_proj.state_dict())
+    d_v, d_t = model.config.d_v, model.config.d_t
+    if clip_views < 1 or d_v < clip_views * d_t:
+        raise ValueError(
+            f"align_initialisation needs d_v >= clip_views * d_t (one CLIP embedding space), "
+            f"got d_v={d_v}, d_t={d_t}, clip_views={clip_views}"
+        )
+    with torch.no_grad():
+        # 1. every CLIP-space block of the video input starts with the first block's weights
+        first = next(m for m in model.video_proj.modules() if isinstance(m, torch.nn.Linear))
+        for view in range(1, clip_views):
+            first.weight[:, view * d_t : (view + 1) * d_t] = first.weight[:, :d_t]
+    # 2. the text projection copies the video projection (its first layer: the first block)
+    text_state = model.text_proj.state_dict()
+    for key, value in model.video_proj.state_dict().items():
+        text_state[key] = value[..., :d_t] if value.shape != text_state[key].shape else value
+    model.text_proj.load_state_dict(text_state)
+    # 3. every attention's key map copies its query map
     for module in model.modules():
         if isinstance(module, MaskedMultiHeadAttention):
             module.k_proj.load_state_dict(module.q_proj.state_dict())
@@ -198,6 +303,7 @@ def train_toy_model(
     features: ToyFeatures,
     out_dir: str | os.PathLike | None = None,
     aligned_init: bool = True,
+    resume: bool = False,
 ) -> tuple[CorebaModel, dict]:
     """Train on ``splits["train"]``, select the epoch with the best val score, return that model.
 
@@ -207,19 +313,26 @@ def train_toy_model(
             model's initial weights, so a run repeats exactly.
         splits: records with ``"train"`` and ``"val"``.
         features: :class:`ToyFeatures` covering both splits.
-        out_dir: where ``best.*`` / ``last.*`` checkpoints go (default: a temporary directory).
-        aligned_init: start from :func:`align_initialisation` (else the default random init).
+        out_dir: where ``best.*`` / ``last.*`` checkpoints and ``history.json`` (every epoch
+            so far) go (default: a temporary directory).
+        aligned_init: start from :func:`align_initialisation` with ``features.clip_views``
+            (else the default random init).
+        resume: continue the run saved in ``out_dir`` (same configs; a larger
+            ``train_config.epochs`` extends it exactly as an uninterrupted longer run, the
+            learning rate being constant within ``lr_drop`` epochs).
 
     Returns:
-        ``(best model in eval mode, info)`` with info ``{"epoch", "metrics" (val), "history",
-        "train_seconds"}``.
+        ``(best model in eval mode, info)`` with info ``{"epoch", "metrics" (val), "history"
+        (every epoch of the run, earlier calls included), "train_seconds" (this call)}``.
     """
     from course_lib.env import seed_everything
 
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (the run to continue)")
     seed_everything(train_config.seed)  # the initial weights depend on the seed too
     model = build_model(model_config)
-    if aligned_init:
-        align_initialisation(model)
+    if aligned_init:  # features without ``clip_views`` (e.g. planted ones) have one CLIP view
+        align_initialisation(model, clip_views=getattr(features, "clip_views", 1))
     train_loader = make_loader(
         splits["train"], features.video, features.query, train_config, shuffle=True
     )
@@ -227,8 +340,11 @@ def train_toy_model(
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(out_dir) if out_dir is not None else Path(tmp)
         start = time.perf_counter()
-        history = train(model, train_loader, val_loader, train_config, out_dir=run_dir)
+        history = train(
+            model, train_loader, val_loader, train_config, out_dir=run_dir, resume=resume
+        )
         seconds = time.perf_counter() - start
+        history = _merge_history(run_dir / "history.json", history)
         best, info = load_checkpoint(run_dir / "best", build_model(model_config))
     info = {
         "epoch": info["epoch"],
@@ -239,6 +355,23 @@ def train_toy_model(
     return best.eval(), info
 
 
+def _merge_history(path: Path, new_rows: list[dict]) -> list[dict]:
+    """Epoch rows stored at ``path`` before the first of ``new_rows``, then ``new_rows``.
+
+    The merged list is written back atomically, so a resumed run reports every epoch.
+    """
+    import json
+
+    from course_lib.files import atomic_write
+
+    old_rows = json.loads(path.read_text()) if path.is_file() else []
+    first_new = new_rows[0]["epoch"] if new_rows else math.inf
+    merged = [row for row in old_rows if row["epoch"] < first_new] + new_rows
+    with atomic_write(path, "w") as handle:
+        json.dump(merged, handle)
+    return merged
+
+
 def load_toy_checkpoint(
     features: ToyFeatures | None = None, stem: str | os.PathLike | None = None
 ) -> tuple[CorebaModel, dict] | None:
@@ -246,22 +379,36 @@ def load_toy_checkpoint(
 
     Args:
         features: when given, the checkpoint must have been trained on features of the same
-            tiny-CLIP weights (``info["clip_identity"]``); otherwise None is returned.
-        stem: checkpoint path without suffix (default ``data/coreba_toy``).
+            kind (``info["video_features"]``, ``"clip"`` when absent) from the same tiny-CLIP
+            weights (``info["clip_identity"]``); otherwise None is returned.
+        stem: checkpoint path without suffix (default: :func:`checkpoint_stem` of the
+            features' kind, ``data/coreba_toy`` without features).
 
     Returns:
         ``(model in eval mode, info)`` or None.
     """
     from course_lib.env import data_dir
 
-    stem = Path(stem) if stem is not None else data_dir() / CHECKPOINT_STEM
+    kind = getattr(features, "kind", ToyFeatures.kind)
+    stem = Path(stem) if stem is not None else data_dir() / checkpoint_stem(kind)
     try:
         model, info = load_checkpoint(stem)
     except CheckpointError:
         return None
-    if features is not None and info.get("clip_identity") != features.identity:
+    if features is not None and (
+        info.get("clip_identity") != features.identity
+        or info.get("video_features", ToyFeatures.kind) != kind
+    ):
         return None
     return model.eval(), info
+
+
+def checkpoint_stem(kind: str = "clip") -> str:
+    """File stem (under ``data/``) of the committed checkpoint for a video feature kind."""
+    stems = {ToyFeatures.kind: CHECKPOINT_STEM, MotionToyFeatures.kind: MOTION_CHECKPOINT_STEM}
+    if kind not in stems:
+        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(stems)}")
+    return stems[kind]
 
 
 def parameter_count(module: torch.nn.Module) -> int:
