@@ -97,9 +97,12 @@ class ToyFeatures:
         that computes them gives the same numbers as a run that loads them.
         """
         if vid not in self._videos:
-            feats = np.asarray(self._video_source(vid), dtype=np.float16)
-            self._videos[vid] = feats.astype(np.float32)
+            self._videos[vid] = self._clip_features(vid)
         return self._videos[vid]
+
+    def _clip_features(self, vid: str) -> np.ndarray:
+        """Tiny-CLIP clip features of ``vid`` rounded through float16 (the cache's precision)."""
+        return np.asarray(self._video_source(vid), dtype=np.float16).astype(np.float32)
 
     def text_space(self, vid: str) -> np.ndarray:
         """The clip features in CLIP's text space (what the training-free baseline compares)."""
@@ -145,8 +148,7 @@ class MotionToyFeatures(ToyFeatures):
     def text_space(self, vid: str) -> np.ndarray:
         """The plain CLIP clip features (fp16-rounded like the cache)."""
         if vid not in self._plain:
-            feats = np.asarray(self._video_source(vid), dtype=np.float16)
-            self._plain[vid] = feats.astype(np.float32)
+            self._plain[vid] = self._clip_features(vid)
         return self._plain[vid]
 
     def summed_view(self, vid: str) -> np.ndarray:
