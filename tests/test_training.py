@@ -30,6 +30,7 @@ from course_lib.training import (
     train,
     train_step,
 )
+from course_lib.training.checkpoint import append_history, read_history
 
 MODES = ("rec", "mod", "baseline")
 DIM = 16
@@ -258,8 +259,15 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     resumed_model, second = run(tmp_path / "split", 3, resume=True)
     assert [h["epoch"] for h in full] == [0, 1, 2]
     assert [h["epoch"] for h in first] == [0, 1] and [h["epoch"] for h in second] == [2]
+    # every row is timed; the times differ between runs, everything else must not
+    assert all(h.pop("seconds") > 0 for h in full + first + second)
     # json text compares NaN metrics (empty length buckets) as equal
     assert json.dumps(first) == json.dumps(full[:2]) and json.dumps(second) == json.dumps(full[2:])
+    # the run directory's history has every epoch once, the resumed one included
+    stored = read_history(tmp_path / "split")
+    assert [h["epoch"] for h in stored] == [0, 1, 2]
+    untimed = [{k: v for k, v in h.items() if k != "seconds"} for h in stored]
+    assert json.dumps(untimed) == json.dumps(full)
     for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
     # best checkpoint = highest MR-full-mAP + HL-min-VeryGood-mAP so far
@@ -307,3 +315,14 @@ def test_toy_feature_sources_with_a_random_tiny_clip(tmp_path):
     assert list(tmp_path.rglob("*.npz"))  # video features were cached on disk
     with pytest.raises(DataValidationError, match="query"):
         queries(-1)
+
+
+def test_history_replaces_rows_of_a_rerun_epoch(tmp_path):
+    """A crash after writing epoch 1's row but before its state re-runs epoch 1: one row each."""
+    assert read_history(tmp_path) == []
+    for epoch, loss in ((0, 3.0), (1, 2.0), (1, 1.5)):
+        rows = append_history(tmp_path, {"epoch": epoch, "loss": loss})
+    assert rows == read_history(tmp_path) == [{"epoch": 0, "loss": 3.0}, {"epoch": 1, "loss": 1.5}]
+    (tmp_path / "history.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="history"):
+        read_history(tmp_path)

@@ -225,6 +225,7 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
         "sizes": sizes_of(args),
         "n_queries": {k: len(v) for k, v in splits.items()},
         "train_seconds": round(info["train_seconds"], 1),
+        "run_seconds": round(info["run_seconds"], 1),  # every epoch, resumed calls included
         "train_cpu_seconds": round(cpu_seconds, 1),
         "history": [
             {"epoch": row["epoch"], "loss": round(row["train"]["total"], 4), "val": row["val"]}

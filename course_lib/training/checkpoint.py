@@ -31,7 +31,7 @@ from course_lib.errors import CheckpointError
 from course_lib.files import atomic_write, sha256_file
 from course_lib.training.config import TrainConfig
 
-LAST, STATE_FILE = "last", "last_state.pt"
+LAST, STATE_FILE, HISTORY_FILE = "last", "last_state.pt", "history.json"
 
 
 def _paths(stem: str | os.PathLike) -> tuple[Path, Path]:
@@ -224,3 +224,29 @@ def load_training_state(
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return {"epoch": state["epoch"], "best_score": state["best_score"]}
+
+
+def read_history(out_dir: str | os.PathLike) -> list[dict]:
+    """Every epoch row a run in ``out_dir`` has recorded (``[]`` when none)."""
+    path = Path(out_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read training history {path}: {error}") from error
+
+
+def append_history(out_dir: str | os.PathLike, row: dict) -> list[dict]:
+    """Record one finished epoch in ``out_dir/history.json`` (atomic rewrite).
+
+    Rows of this epoch or later (left by a run interrupted after writing its history but before
+    saving its state) are replaced, so a resumed run's history has every epoch exactly once.
+
+    Returns:
+        The whole history after the append.
+    """
+    rows = [r for r in read_history(out_dir) if r["epoch"] < row["epoch"]] + [row]
+    with atomic_write(Path(out_dir) / HISTORY_FILE, "w") as handle:
+        json.dump(rows, handle)
+    return rows

@@ -19,7 +19,6 @@ The pieces shared by ``tools/train_coreba.py`` (which trains the committed check
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -33,7 +32,7 @@ from course_lib.alignment import CorebaConfig, CorebaModel, build_model
 from course_lib.baseline import baseline_submission
 from course_lib.errors import CheckpointError
 from course_lib.metrics import eval_qvhighlights
-from course_lib.training.checkpoint import load_checkpoint
+from course_lib.training.checkpoint import load_checkpoint, read_history
 from course_lib.training.config import TrainConfig
 from course_lib.training.features import VideoSource, toy_feature_sources
 from course_lib.training.loop import evaluate, make_loader, predict, train
@@ -325,7 +324,8 @@ def train_toy_model(
 
     Returns:
         ``(best model in eval mode, info)`` with info ``{"epoch", "metrics" (val), "history"
-        (every epoch of the run, earlier calls included), "train_seconds" (this call)}``.
+        (every epoch of the run, earlier calls included), "train_seconds" (this call),
+        "run_seconds" (training and validation time of every epoch of the run)}``.
     """
     from course_lib.env import seed_everything
 
@@ -342,36 +342,18 @@ def train_toy_model(
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(out_dir) if out_dir is not None else Path(tmp)
         start = time.perf_counter()
-        history = train(
-            model, train_loader, val_loader, train_config, out_dir=run_dir, resume=resume
-        )
+        train(model, train_loader, val_loader, train_config, out_dir=run_dir, resume=resume)
         seconds = time.perf_counter() - start
-        history = _merge_history(run_dir / "history.json", history)
+        history = read_history(run_dir)  # every epoch of the run, earlier calls included
         best, info = load_checkpoint(run_dir / "best", build_model(model_config))
     info = {
         "epoch": info["epoch"],
         "metrics": info["metrics"],
         "history": history,
         "train_seconds": seconds,
+        "run_seconds": sum(row.get("seconds", 0.0) for row in history),
     }
     return best.eval(), info
-
-
-def _merge_history(path: Path, new_rows: list[dict]) -> list[dict]:
-    """Epoch rows stored at ``path`` before the first of ``new_rows``, then ``new_rows``.
-
-    The merged list is written back atomically, so a resumed run reports every epoch.
-    """
-    import json
-
-    from course_lib.files import atomic_write
-
-    old_rows = json.loads(path.read_text()) if path.is_file() else []
-    first_new = new_rows[0]["epoch"] if new_rows else math.inf
-    merged = [row for row in old_rows if row["epoch"] < first_new] + new_rows
-    with atomic_write(path, "w") as handle:
-        json.dump(merged, handle)
-    return merged
 
 
 def load_toy_checkpoint(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -27,6 +28,7 @@ from course_lib.errors import CheckpointError
 from course_lib.metrics import eval_qvhighlights
 from course_lib.spans import num_clips, span_cxw_to_xx
 from course_lib.training.checkpoint import (
+    append_history,
     latest_checkpoint_exists,
     load_training_state,
     save_checkpoint,
@@ -277,7 +279,9 @@ def train(
 
     Returns:
         The history of this call: one dict per epoch run, ``{"epoch", "train": mean losses,
-        "val": brief metrics, "score"}``.
+        "val": brief metrics, "score", "seconds"}``; with ``out_dir`` every row is also
+        appended to ``out_dir/history.json`` as soon as its epoch ends (see
+        :func:`~course_lib.training.checkpoint.read_history`).
     """
     device = torch.device(pick_device(config.device))
     model.to(device)
@@ -292,13 +296,16 @@ def train(
         raise CheckpointError("resume=True needs out_dir (where last.* checkpoints live)")
     history = []
     for epoch in range(start, config.epochs):
+        started = time.perf_counter()
         train_losses = train_one_epoch(model, train_loader, criterion, optimizer, config, epoch)
         scheduler.step()
         metrics = evaluate(model, val_loader, config) if val_loader is not None else {}
         score = selection_score(metrics, config.best_metrics) if metrics else -train_losses["total"]
-        history.append({"epoch": epoch, "train": train_losses, "val": metrics, "score": score})
+        row = {"epoch": epoch, "train": train_losses, "val": metrics, "score": score}
+        history.append(row | {"seconds": time.perf_counter() - started})
         if out_dir is None:
             continue
+        append_history(out_dir, history[-1])  # before the state: a crash re-runs this epoch
         info = {"epoch": epoch, "metrics": metrics, "train_losses": train_losses, "score": score}
         if score > best:
             best = score
