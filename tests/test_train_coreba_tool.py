@@ -84,3 +84,9 @@ def test_motion_run_saves_a_checkpoint_only_motion_features_load(tool, tmp_path)
     for kind, loads in (("clip+motion", True), ("clip", False)):
         features = toy_features(encoder, records, kind, cache_root=tmp_path / "cache")
         assert (load_toy_checkpoint(features, stem=stem) is not None) == loads, kind
+    # motion features computed with other settings do not fit the checkpoint either
+    from course_lib.training.coreba_toy import MotionToyFeatures
+
+    assert info["motion_settings"]["threshold"] == 24
+    other = MotionToyFeatures(encoder, records, cache_root=tmp_path / "cache", threshold=10)
+    assert load_toy_checkpoint(other, stem=stem) is None

@@ -222,6 +222,7 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
         "baseline_moving_view_test_metrics": base_summed,
         "clip_identity": features.identity,
         "video_features": features.kind,
+        "motion_settings": getattr(features, "motion_settings", None),
         "sizes": sizes_of(args),
         "n_queries": {k: len(v) for k, v in splits.items()},
         "train_seconds": round(info["train_seconds"], 1),

@@ -364,7 +364,8 @@ def load_toy_checkpoint(
     Args:
         features: when given, the checkpoint must have been trained on features of the same
             kind (``info["video_features"]``, ``"clip"`` when absent) from the same tiny-CLIP
-            weights (``info["clip_identity"]``); otherwise None is returned.
+            weights (``info["clip_identity"]``) and, when it recorded them, with the same
+            motion-stream settings (``info["motion_settings"]``); otherwise None is returned.
         stem: checkpoint path without suffix (default: :func:`checkpoint_stem` of the
             features' kind, ``data/coreba_toy`` without features).
 
@@ -382,9 +383,16 @@ def load_toy_checkpoint(
     if features is not None and (
         info.get("clip_identity") != features.identity
         or info.get("video_features", ToyFeatures.kind) != kind
+        or not _same_motion_settings(info, features)
     ):
         return None
     return model.eval(), info
+
+
+def _same_motion_settings(info: dict, features) -> bool:
+    """Whether a checkpoint's motion-stream settings (if it recorded them) are the features'."""
+    recorded = info.get("motion_settings")
+    return recorded is None or recorded == getattr(features, "motion_settings", None)
 
 
 def checkpoint_stem(kind: str = "clip") -> str:
