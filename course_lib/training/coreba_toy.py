@@ -72,11 +72,13 @@ class ToyFeatures:
         query: ``qid -> float32 (L, D)`` projected query tokens (the model's text input).
         identity: the encoder identity (model name, weights SHA256, image size).
         kind: which video features (``"clip"``; :class:`MotionToyFeatures`: ``"clip+motion"``).
+        checkpoint_stem: file stem under ``data/`` of the committed checkpoint for this kind.
         clip_views: how many leading ``D``-wide blocks of a video feature lie in CLIP's
             embedding space (used by :func:`align_initialisation`).
     """
 
     kind = "clip"
+    checkpoint_stem = CHECKPOINT_STEM
     clip_views = 1
 
     def __init__(self, encoder, records: list[dict], cache_root: str | os.PathLike | None = None):
@@ -134,6 +136,7 @@ class MotionToyFeatures(ToyFeatures):
     """
 
     kind = "clip+motion"
+    checkpoint_stem = MOTION_CHECKPOINT_STEM
     clip_views = 2
 
     def __init__(self, encoder, records, cache_root=None, **motion_settings):
@@ -170,12 +173,17 @@ class MotionToyFeatures(ToyFeatures):
         return self._videos[vid]
 
 
-def toy_features(encoder, records: list[dict], kind: str = "clip", cache_root=None) -> ToyFeatures:
+def feature_class(kind: str) -> type[ToyFeatures]:
     """:class:`ToyFeatures` (``kind="clip"``) or :class:`MotionToyFeatures` (``"clip+motion"``)."""
-    kinds = {ToyFeatures.kind: ToyFeatures, MotionToyFeatures.kind: MotionToyFeatures}
-    if kind not in kinds:
-        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind](encoder, records, cache_root=cache_root)
+    classes = {cls.kind: cls for cls in (ToyFeatures, MotionToyFeatures)}
+    if kind not in classes:
+        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(classes)}")
+    return classes[kind]
+
+
+def toy_features(encoder, records: list[dict], kind: str = "clip", cache_root=None) -> ToyFeatures:
+    """Features of ``kind`` (see :func:`feature_class`) for ``records``."""
+    return feature_class(kind)(encoder, records, cache_root=cache_root)
 
 
 def toy_model_config(d_in: int, d: int = 64, **overrides) -> CorebaConfig:
@@ -397,10 +405,7 @@ def _same_motion_settings(info: dict, features) -> bool:
 
 def checkpoint_stem(kind: str = "clip") -> str:
     """File stem (under ``data/``) of the committed checkpoint for a video feature kind."""
-    stems = {ToyFeatures.kind: CHECKPOINT_STEM, MotionToyFeatures.kind: MOTION_CHECKPOINT_STEM}
-    if kind not in stems:
-        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(stems)}")
-    return stems[kind]
+    return feature_class(kind).checkpoint_stem
 
 
 def parameter_count(module: torch.nn.Module) -> int:

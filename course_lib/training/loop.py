@@ -301,8 +301,16 @@ def train(
         scheduler.step()
         metrics = evaluate(model, val_loader, config) if val_loader is not None else {}
         score = selection_score(metrics, config.best_metrics) if metrics else -train_losses["total"]
-        row = {"epoch": epoch, "train": train_losses, "val": metrics, "score": score}
-        history.append(row | {"seconds": time.perf_counter() - started})
+        seconds = time.perf_counter() - started
+        history.append(
+            {
+                "epoch": epoch,
+                "train": train_losses,
+                "val": metrics,
+                "score": score,
+                "seconds": seconds,
+            }
+        )
         if out_dir is None:
             continue
         append_history(out_dir, history[-1])  # before the state: a crash re-runs this epoch
