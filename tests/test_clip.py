@@ -77,6 +77,29 @@ def test_text_embeddings_shapes_norms_and_mask(encoder: ClipEncoder) -> None:
     torch.testing.assert_close(tokens[torch.arange(2), n_real - 1], pooled, atol=1e-5, rtol=1e-4)
 
 
+def test_word_embeddings_shapes_norms_and_mask(encoder: ClipEncoder) -> None:
+    queries = ["a red circle", "a blue square and a green star on the beach"]
+    words, mask = encoder.encode_word_embeddings(queries)
+    _, token_mask = encoder.encode_text_tokens(queries)
+    assert words.shape[:2] == (2, encoder.context_length) and torch.equal(mask, token_mask)
+    torch.testing.assert_close(words[mask].norm(dim=-1), torch.ones(int(mask.sum())))
+    assert torch.all(words[~mask] == 0)
+    # no context: the same word gives the same embedding in both queries ("a" at 1 and 1)
+    torch.testing.assert_close(words[0, 1], words[1, 1])
+
+
+def test_word_embeddings_tell_actions_apart_where_tokens_do_not(tiny: ClipEncoder) -> None:
+    """The tiny CLIP's captions never name actions: its contextual features of the action word
+    hardly differ between two actions, its input word embeddings do (why chapter 5 adds them)."""
+    queries = ["the green cross spins", "the green cross grows"]
+    tokens, _ = tiny.encode_text_tokens(queries)
+    words, _ = tiny.encode_word_embeddings(queries)
+    action = 4  # start token, "the", "green", "cross", then the action word
+    contextual = float(tokens[0, action] @ tokens[1, action])
+    lexical = float(words[0, action] @ words[1, action])
+    assert contextual > 0.95 and lexical < 0.5, (contextual, lexical)
+
+
 def test_float_frames_match_uint8(tiny: ClipEncoder) -> None:
     frames = _frames(seed=3)
     as_float = torch.from_numpy(frames).float() / 255.0

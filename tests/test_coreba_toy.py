@@ -156,6 +156,45 @@ def test_motion_features_extend_clip_features(tmp_path):
             bad()
 
 
+def test_word_features_append_word_embeddings_to_query_tokens(tmp_path):
+    """clip+motion+words: the video input of clip+motion, query tokens [CLIP token, word]."""
+    from course_lib.clip import ClipEncoder
+    from course_lib.toyworld import moment_records
+    from course_lib.training.coreba_toy import ToyFeatures, checkpoint_stem, toy_features
+
+    encoder = ClipEncoder.tiny(device="cpu", progress=False)
+    records = moment_records("val", 1, seed=0)
+    plain = ToyFeatures(encoder, records, cache_root=tmp_path)
+    words = toy_features(encoder, records, "clip+motion+words", cache_root=tmp_path)
+    motion = toy_features(encoder, records, "clip+motion", cache_root=tmp_path)
+    rec, d = records[0], encoder.embed_dim
+    np.testing.assert_array_equal(words.video(rec["vid"]), motion.video(rec["vid"]))
+    tokens = words.query(rec["qid"])
+    assert tokens.shape == (len(plain.query(rec["qid"])), 2 * d)
+    np.testing.assert_array_equal(tokens[:, :d], plain.query(rec["qid"]))
+    np.testing.assert_allclose(np.linalg.norm(tokens[:, d:], axis=1), 1.0, atol=1e-5)
+    assert checkpoint_stem("clip+motion+words") == "coreba_toy_words"
+    from course_lib.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match="12345678"):
+        words.query(12345678)
+
+
+def test_align_initialisation_copies_only_the_clip_columns_of_wider_tokens():
+    """Query tokens [CLIP (DIM), extra]: the text projection copies the CLIP block only."""
+    extra = 6
+    config = toy_model_config(DIM, d=16, n_heads=2, d_v=2 * DIM + 5, d_t=DIM + extra)
+    torch.manual_seed(0)
+    fresh_text = build_model(config).text_proj.mlp[2].weight.detach().clone()
+    torch.manual_seed(0)
+    model = align_initialisation(build_model(config), clip_views=2, clip_dim=DIM)
+    video_first, text_first = model.video_proj.mlp[2].weight, model.text_proj.mlp[2].weight
+    assert torch.equal(text_first[:, :DIM], video_first[:, :DIM])
+    assert torch.equal(text_first[:, DIM:], fresh_text[:, DIM:])  # the extra columns: random start
+    with pytest.raises(ValueError, match="d_t >= clip_dim"):
+        align_initialisation(build_model(config), clip_views=2, clip_dim=DIM + extra + 1)
+
+
 def test_checkpoint_is_refused_for_other_feature_kinds(tmp_path):
     model = build_model(toy_model_config(DIM, d=16, n_heads=2))
     stem = tmp_path / "coreba_toy"

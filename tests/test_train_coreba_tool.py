@@ -59,8 +59,9 @@ def test_committed_results_come_from_the_committed_tiny_clip():
         assert set(table["clip_weights"]) == {sha[:16]}, name
 
 
-def test_motion_run_saves_a_checkpoint_only_motion_features_load(tool, tmp_path):
-    """``--features clip+motion``: wider video input, both baselines stored, kind checked on load."""
+@pytest.mark.parametrize("kind", ["clip+motion", "clip+motion+words"])
+def test_motion_run_saves_a_checkpoint_only_its_features_load(tool, tmp_path, kind):
+    """``--features clip+motion[+words]``: wider inputs, both baselines stored, kind checked."""
     from course_lib.clip import ClipEncoder
     from course_lib.clip.motion import DESCRIPTOR_PER_CELL
     from course_lib.training.coreba_toy import load_toy_checkpoint, toy_features
@@ -68,25 +69,28 @@ def test_motion_run_saves_a_checkpoint_only_motion_features_load(tool, tmp_path)
     stem = tmp_path / "motion"
     sizes = ["--train-videos", "2", "--val-videos", "1", "--test-videos", "1", "--epochs", "1"]
     status = tool.main(
-        ["--features", "clip+motion", *sizes, "--d", "16", "--threads", "2", "--out", str(stem)]
+        ["--features", kind, *sizes, "--d", "16", "--threads", "2", "--out", str(stem)]
         + ["--cache", str(tmp_path / "cache")]
     )
     assert status == 1  # one epoch on two videos does not meet the 15-point target
     info = json.loads(stem.with_suffix(".json").read_text())
-    assert info["video_features"] == "clip+motion" and info["sizes"]["features"] == "clip+motion"
+    assert info["video_features"] == kind and info["sizes"]["features"] == kind
     assert info["baseline_moving_view_test_metrics"] != info["baseline_test_metrics"]
     encoder = ClipEncoder.tiny(device="cpu", progress=False)
     width = 2 * encoder.embed_dim + 9 * DESCRIPTOR_PER_CELL
-    assert info["model_config"]["d_v"] == width and info["model_config"]["d_t"] == encoder.embed_dim
+    words = 2 if kind.endswith("+words") else 1  # query tokens [CLIP token, word embedding]
+    assert info["model_config"]["d_v"] == width
+    assert info["model_config"]["d_t"] == words * encoder.embed_dim
     from course_lib.toyworld import moment_records
 
     records = moment_records("test", 1, seed=0)
-    for kind, loads in (("clip+motion", True), ("clip", False)):
-        features = toy_features(encoder, records, kind, cache_root=tmp_path / "cache")
-        assert (load_toy_checkpoint(features, stem=stem) is not None) == loads, kind
+    for other_kind in ("clip", "clip+motion", "clip+motion+words"):
+        features = toy_features(encoder, records, other_kind, cache_root=tmp_path / "cache")
+        loads = load_toy_checkpoint(features, stem=stem) is not None
+        assert loads == (other_kind == kind), other_kind
     # motion features computed with other settings do not fit the checkpoint either
-    from course_lib.training.coreba_toy import MotionToyFeatures
+    from course_lib.training.coreba_toy import feature_class
 
     assert info["motion_settings"]["threshold"] == 24
-    other = MotionToyFeatures(encoder, records, cache_root=tmp_path / "cache", threshold=10)
+    other = feature_class(kind)(encoder, records, cache_root=tmp_path / "cache", threshold=10)
     assert load_toy_checkpoint(other, stem=stem) is None

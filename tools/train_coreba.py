@@ -98,10 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="which draw of toy videos")
     p.add_argument(
         "--features",
-        choices=("clip", "clip+motion"),
+        choices=("clip", "clip+motion", "clip+motion+words"),
         default="clip",
-        help="video input: tiny-CLIP clip features, or those plus the motion stream "
-        "(course_lib.clip.motion; checkpoint data/coreba_toy_motion)",
+        help="inputs: tiny-CLIP clip features and token features; or those plus the motion "
+        "stream (course_lib.clip.motion; checkpoint data/coreba_toy_motion); or also CLIP's "
+        "input word embeddings next to every query token (data/coreba_toy_words)",
     )
     p.add_argument("--d", type=int, default=64, help="model width")
     p.add_argument("--epochs", type=int, default=8)
@@ -160,9 +161,11 @@ def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
     return splits, features
 
 
-def video_width(splits: dict, features: ToyFeatures) -> int:
-    """``d_v``: the width of the video features (CLIP's width, or more with a motion stream)."""
-    return int(features.video(splits["train"][0]["vid"]).shape[1])
+def input_widths(splits: dict, features: ToyFeatures) -> dict[str, int]:
+    """``d_v`` and ``d_t``: widths of a clip feature and of a query token (CLIP's, or more)."""
+    first = splits["train"][0]
+    d_v = features.video(first["vid"]).shape[1]
+    return {"d_v": int(d_v), "d_t": int(features.query(first["qid"]).shape[1])}
 
 
 def brief_line(name: str, brief: dict) -> str:
@@ -173,7 +176,7 @@ def brief_line(name: str, brief: dict) -> str:
 # ----------------------------------------------------------------------------- full model
 def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> dict:
     """Train the full model, save it to data/, print its and the baseline's test metrics."""
-    model_config = toy_model_config(features.dim, d=args.d, d_v=video_width(splits, features))
+    model_config = toy_model_config(features.dim, d=args.d, **input_widths(splits, features))
     train_config = toy_train_config(
         args.epochs, args.lr, args.batch_size, args.seed, progress=args.progress, device=args.device
     )
@@ -332,7 +335,7 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
                 continue
             if run_key not in done:
                 model_config = toy_model_config(
-                    features.dim, d=args.d, d_v=video_width(splits, features), **over
+                    features.dim, d=args.d, **input_widths(splits, features), **over
                 )
                 train_config = toy_train_config(
                     args.epochs,
@@ -396,9 +399,8 @@ def write_table(
         row |= {"train videos": args.train_videos, "epochs": args.epochs, "d": args.d}
         row["clip weights"] = weights
     table = pd.DataFrame(rows)
-    default = (
-        ABLATION_CSV if args.features == "clip" else ABLATION_CSV.replace(".csv", "_motion.csv")
-    )
+    streams = args.features.removeprefix("clip").replace("+", "_")  # "", "_motion", ...
+    default = ABLATION_CSV.replace(".csv", f"{streams}.csv")
     path = args.csv or data_dir() / default
     with atomic_write(path, "w") as handle:
         table.to_csv(handle, index=False)

@@ -319,6 +319,30 @@ class ClipEncoder:
         tokens = self._batched(len(ids), run, "query tokens")
         return tokens * mask[..., None], mask
 
+    def encode_word_embeddings(
+        self, texts: str | Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries -> the text tower's *input* word embeddings (no position, no context) and mask.
+
+        The lexical layer of CLIP's text tower: one learned vector per token id, before the
+        transformer mixes the words. A text tower trained on captions that never use some words
+        (the tiny CLIP's frame captions name colours, shapes and scenes, never actions) maps the
+        sentences "the green cross spins" and "... grows" to nearly the same token features, yet
+        its input embeddings of "spins" and "grows" still differ; a trained model can read them.
+
+        Args:
+            texts: one query or a list of queries.
+
+        Returns:
+            ``(embeddings (Q, L, W), mask (Q, L) bool)``: L2-normalised rows, zero at padding;
+            ``W`` is the text tower's width; the mask is :meth:`encode_text_tokens`'.
+        """
+        ids = self.tokenize(texts)
+        mask = ids != 0  # open_clip pads with id 0
+        with torch.no_grad():
+            words = F.normalize(self.model.token_embedding(ids.to(self.device)).float(), dim=-1)
+        return words.cpu() * mask[..., None], mask
+
 
 class _NoRandomInitWarning(logging.Filter):
     """Drop open_clip's "No pretrained weights loaded" notice (random init is intended here)."""

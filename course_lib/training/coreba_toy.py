@@ -8,6 +8,8 @@ The pieces shared by ``tools/train_coreba.py`` (which trains the committed check
 * :class:`ToyFeatures` - tiny-CLIP clip features (disk cache + memory), query tokens for the
   model and pooled query embeddings for the training-free baseline;
 * :class:`MotionToyFeatures` - the same plus a motion stream (:mod:`course_lib.clip.motion`);
+* :class:`WordMotionToyFeatures` - and query tokens that also carry CLIP's input embedding of
+  their word (the tiny CLIP's contextual token features barely tell actions apart);
   :func:`toy_features` picks one by name;
 * :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
   thread in minutes;
@@ -40,6 +42,7 @@ from course_lib.training.loop import evaluate, make_loader, predict, train
 SPLIT_NAMES = ("train", "val", "test")
 CHECKPOINT_STEM = "coreba_toy"  # data/coreba_toy.safetensors + data/coreba_toy.json
 MOTION_CHECKPOINT_STEM = "coreba_toy_motion"  # the same model on clip + motion features
+WORDS_CHECKPOINT_STEM = "coreba_toy_words"  # ... and query tokens that carry their word
 ABLATION_CSV = "coreba_ablation.csv"
 
 
@@ -74,7 +77,8 @@ class ToyFeatures:
         kind: which video features (``"clip"``; :class:`MotionToyFeatures`: ``"clip+motion"``).
         checkpoint_stem: file stem under ``data/`` of the committed checkpoint for this kind.
         clip_views: how many leading ``D``-wide blocks of a video feature lie in CLIP's
-            embedding space (used by :func:`align_initialisation`).
+            embedding space (used by :func:`align_initialisation`; so does the first ``D``
+            columns of a query token).
     """
 
     kind = "clip"
@@ -173,9 +177,48 @@ class MotionToyFeatures(ToyFeatures):
         return self._videos[vid]
 
 
+class WordMotionToyFeatures(MotionToyFeatures):
+    """:class:`MotionToyFeatures` whose query tokens also carry their word: each token is
+    ``[CLIP token feature (D), CLIP input word embedding (W)]``
+    (:meth:`~course_lib.clip.ClipEncoder.encode_word_embeddings`).
+
+    The tiny CLIP's text tower learned from frame captions, which never name actions, so its
+    contextual token features of "the green cross spins" and "the green cross grows" are nearly
+    equal (cosine about 0.995 for the action word): a model reading them cannot tell which
+    event a query asks for. Its input word embeddings of "spins" and "grows" still differ. The
+    first ``D`` columns stay in CLIP's space (:func:`align_initialisation` copies the video
+    projection there); the baseline still reads the pooled sentence embedding.
+
+    Args:
+        encoder, records, cache_root, **motion_settings: as :class:`MotionToyFeatures`.
+    """
+
+    kind = "clip+motion+words"
+    checkpoint_stem = WORDS_CHECKPOINT_STEM
+
+    def __init__(self, encoder, records, cache_root=None, **motion_settings):
+        super().__init__(encoder, records, cache_root=cache_root, **motion_settings)
+        # 1. the input word embeddings of every distinct query text (real tokens only)
+        texts = sorted({rec["query"] for rec in records})
+        words, mask = encoder.encode_word_embeddings(texts)
+        self._words = {t: words[i][mask[i]].numpy().astype(np.float32) for i, t in enumerate(texts)}
+        self._text_of = {rec["qid"]: rec["query"] for rec in records}
+        # 2. query tokens = [contextual CLIP token, word embedding]
+        self._clip_tokens, self.query = self.query, self._tokens_with_words
+
+    def _tokens_with_words(self, qid) -> np.ndarray:
+        """``(L, D + W)`` tokens of query ``qid``: CLIP token features next to word embeddings."""
+        tokens = self._clip_tokens(qid)  # raises naming the qid when it is unknown
+        words = self._words[self._text_of[qid]]
+        if len(words) != len(tokens):
+            raise ValueError(f"query {qid}: {len(tokens)} CLIP tokens but {len(words)} words")
+        return np.concatenate([tokens, words], axis=1)
+
+
 def feature_class(kind: str) -> type[ToyFeatures]:
-    """:class:`ToyFeatures` (``kind="clip"``) or :class:`MotionToyFeatures` (``"clip+motion"``)."""
-    classes = {cls.kind: cls for cls in (ToyFeatures, MotionToyFeatures)}
+    """The features class of a kind: ``"clip"`` (:class:`ToyFeatures`), ``"clip+motion"``
+    (:class:`MotionToyFeatures`) or ``"clip+motion+words"`` (:class:`WordMotionToyFeatures`)."""
+    classes = {cls.kind: cls for cls in (ToyFeatures, MotionToyFeatures, WordMotionToyFeatures)}
     if kind not in classes:
         raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(classes)}")
     return classes[kind]
@@ -257,7 +300,9 @@ def model_submission(
 
 
 @torch.no_grad()
-def align_initialisation(model: CorebaModel, clip_views: int = 1) -> CorebaModel:
+def align_initialisation(
+    model: CorebaModel, clip_views: int = 1, clip_dim: int | None = None
+) -> CorebaModel:
     """Start from an initialisation that keeps CLIP's clip-word alignment (toy-budget recipe).
 
     CLIP puts a clip and the words that describe it close together, but two *independent*
@@ -271,11 +316,14 @@ def align_initialisation(model: CorebaModel, clip_views: int = 1) -> CorebaModel
     With a wider video input (``d_v > d_t``: :class:`MotionToyFeatures`), the first
     ``clip_views`` blocks of ``d_t`` video columns are CLIP-space views: each of them starts
     with the same first-layer weights, which the text projection copies; the remaining
-    columns (a descriptor outside CLIP's space) keep their random start.
+    columns (a descriptor outside CLIP's space) keep their random start. Likewise only the first
+    ``clip_dim`` columns of a query token need to be CLIP's (:class:`WordMotionToyFeatures`
+    appends word embeddings): the text projection copies those, the rest start random.
 
     Args:
-        model: a freshly built model with ``d_v >= clip_views * d_t``.
-        clip_views: leading ``d_t``-wide blocks of the video feature that lie in CLIP's space.
+        model: a freshly built model with ``d_v >= clip_views * clip_dim`` and ``d_t >= clip_dim``.
+        clip_views: leading ``clip_dim``-wide blocks of the video feature in CLIP's space.
+        clip_dim: CLIP's embedding width (default ``d_t``: the query tokens are CLIP's only).
 
     Returns:
         The same model, modified in place.
@@ -283,20 +331,25 @@ def align_initialisation(model: CorebaModel, clip_views: int = 1) -> CorebaModel
     from course_lib.alignment import MaskedMultiHeadAttention
 
     d_v, d_t = model.config.d_v, model.config.d_t
-    if clip_views < 1 or d_v < clip_views * d_t:
+    clip_dim = d_t if clip_dim is None else clip_dim
+    if clip_views < 1 or d_v < clip_views * clip_dim or d_t < clip_dim:
         raise ValueError(
-            f"align_initialisation needs d_v >= clip_views * d_t (one CLIP embedding space), "
-            f"got d_v={d_v}, d_t={d_t}, clip_views={clip_views}"
+            f"align_initialisation needs d_v >= clip_views * clip_dim and d_t >= clip_dim (one "
+            f"CLIP embedding space), got d_v={d_v}, d_t={d_t}, clip_views={clip_views}, "
+            f"clip_dim={clip_dim}"
         )
     with torch.no_grad():
         # 1. every CLIP-space block of the video input starts with the first block's weights
         first = next(m for m in model.video_proj.modules() if isinstance(m, torch.nn.Linear))
         for view in range(1, clip_views):
-            first.weight[:, view * d_t : (view + 1) * d_t] = first.weight[:, :d_t]
-    # 2. the text projection copies the video projection (its first layer: the first block)
+            first.weight[:, view * clip_dim : (view + 1) * clip_dim] = first.weight[:, :clip_dim]
+    # 2. the text projection copies the video projection (its first layer: the CLIP block)
     text_state = model.text_proj.state_dict()
     for key, value in model.video_proj.state_dict().items():
-        text_state[key] = value[..., :d_t] if value.shape != text_state[key].shape else value
+        if value.shape == text_state[key].shape:
+            text_state[key] = value
+        else:  # the first layer's weight, (out, d_v) vs (out, d_t)
+            text_state[key][..., :clip_dim] = value[..., :clip_dim]
     model.text_proj.load_state_dict(text_state)
     # 3. every attention's key map copies its query map
     for module in model.modules():
@@ -342,7 +395,8 @@ def train_toy_model(
     seed_everything(train_config.seed)  # the initial weights depend on the seed too
     model = build_model(model_config)
     if aligned_init:  # features without ``clip_views`` (e.g. planted ones) have one CLIP view
-        align_initialisation(model, clip_views=getattr(features, "clip_views", 1))
+        views, clip_dim = getattr(features, "clip_views", 1), getattr(features, "dim", None)
+        align_initialisation(model, clip_views=views, clip_dim=clip_dim)
     train_loader = make_loader(
         splits["train"], features.video, features.query, train_config, shuffle=True
     )
