@@ -17,7 +17,12 @@ Three modes (run from the repository root; every run is seeded and uses one torc
   summed CLIP-space views (``--ablation`` with it writes ``data/coreba_ablation_motion.csv``).
   The committed one (see its json for the measured numbers)::
 
-      python tools/train_coreba.py --features clip+motion --train-videos 600 --epochs 20
+      python tools/train_coreba.py --features clip+motion --train-videos 600 --epochs 40 \
+          --run-dir .cache/coreba_motion_run
+
+* ``--features clip+motion+words``: the same video input; every query token also carries CLIP's
+  input word embedding (:class:`~course_lib.training.coreba_toy.WordMotionToyFeatures`), saved
+  as ``data/coreba_toy_words.*``.
 
 * ``--ablation``: train every variant of the grid below over ``--seeds`` seeds with the same
   sizes, select each run on val, report test mean and std in ``data/coreba_ablation.csv``.
