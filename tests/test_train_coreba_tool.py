@@ -49,7 +49,7 @@ def test_committed_results_come_from_the_committed_tiny_clip():
     from course_lib.env import data_dir
 
     sha = read_manifest(data_dir() / "tiny_clip.safetensors")
-    for stem in ("coreba_toy", "coreba_toy_motion"):
+    for stem in ("coreba_toy", "coreba_toy_motion", "coreba_toy_words"):
         info = json.loads((data_dir() / f"{stem}.json").read_text())
         assert info["clip_identity"].split("|")[1] == sha, stem
     ablation = pd.read_csv(data_dir() / "coreba_ablation.csv", dtype={"clip weights": str})

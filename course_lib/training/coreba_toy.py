@@ -1,8 +1,8 @@
 """COREBA on the toy world: splits, tiny-CLIP features, small sizes, baseline, load-or-train.
 
 The pieces shared by ``tools/train_coreba.py`` (which trains the committed checkpoints
-``data/coreba_toy.*`` and ``data/coreba_toy_motion.*`` and the ablation table
-``data/coreba_ablation.csv``) and notebooks 04-05:
+``data/coreba_toy.*``, ``data/coreba_toy_motion.*`` and ``data/coreba_toy_words.*`` and the
+ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
 
 * :func:`toy_splits` - moment records of the train / val / test splits;
 * :class:`ToyFeatures` - tiny-CLIP clip features (disk cache + memory), query tokens for the
