@@ -74,6 +74,7 @@ from course_lib.training.coreba_toy import (
     ToyFeatures,
     baseline_brief,
     checkpoint_stem,
+    input_widths,
     model_brief,
     parameter_count,
     toy_features,
@@ -166,13 +167,6 @@ def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
     return splits, features
 
 
-def input_widths(splits: dict, features: ToyFeatures) -> dict[str, int]:
-    """``d_v`` and ``d_t``: widths of a clip feature and of a query token (CLIP's, or more)."""
-    first = splits["train"][0]
-    d_v = features.video(first["vid"]).shape[1]
-    return {"d_v": int(d_v), "d_t": int(features.query(first["qid"]).shape[1])}
-
-
 def brief_line(name: str, brief: dict) -> str:
     """One line with the reported metrics."""
     return f"{name:<24}" + "  ".join(f"{k} {brief[k]:6.2f}" for k in REPORTED)
@@ -181,7 +175,9 @@ def brief_line(name: str, brief: dict) -> str:
 # ----------------------------------------------------------------------------- full model
 def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> dict:
     """Train the full model, save it to data/, print its and the baseline's test metrics."""
-    model_config = toy_model_config(features.dim, d=args.d, **input_widths(splits, features))
+    model_config = toy_model_config(
+        features.dim, d=args.d, **input_widths(features, splits["train"][0])
+    )
     train_config = toy_train_config(
         args.epochs, args.lr, args.batch_size, args.seed, progress=args.progress, device=args.device
     )
@@ -340,7 +336,7 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
                 continue
             if run_key not in done:
                 model_config = toy_model_config(
-                    features.dim, d=args.d, **input_widths(splits, features), **over
+                    features.dim, d=args.d, **input_widths(features, splits["train"][0]), **over
                 )
                 train_config = toy_train_config(
                     args.epochs,

@@ -11,7 +11,7 @@ ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
 * :class:`WordMotionToyFeatures` - and query tokens that also carry CLIP's input embedding of
   their word (the tiny CLIP's contextual token features barely tell actions apart);
   :func:`toy_features` picks one by name;
-* :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
+* :func:`input_widths`, :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
   thread in minutes;
 * :func:`baseline_brief`, :func:`model_brief` - the official brief metrics of both on a split;
 * :func:`train_toy_model` - seeded training with validation-based selection;
@@ -229,6 +229,13 @@ def toy_features(encoder, records: list[dict], kind: str = "clip", cache_root=No
     return feature_class(kind)(encoder, records, cache_root=cache_root)
 
 
+def input_widths(features: ToyFeatures, record: dict) -> dict[str, int]:
+    """``{"d_v", "d_t"}``: widths of a clip feature and of a query token of ``record``
+    (CLIP's width, or more with a motion stream or word embeddings)."""
+    d_v = features.video(record["vid"]).shape[1]
+    return {"d_v": int(d_v), "d_t": int(features.query(record["qid"]).shape[1])}
+
+
 def toy_model_config(d_in: int, d: int = 64, **overrides) -> CorebaConfig:
     """COREBA sizes for the toy world: the paper's structure with a narrow, dropout-light width.
 
@@ -314,7 +321,7 @@ def align_initialisation(
     only the starting point differs (used by ``tools/train_coreba.py`` for every variant).
 
     With a wider video input (``d_v > d_t``: :class:`MotionToyFeatures`), the first
-    ``clip_views`` blocks of ``d_t`` video columns are CLIP-space views: each of them starts
+    ``clip_views`` blocks of ``clip_dim`` video columns are CLIP-space views: each of them starts
     with the same first-layer weights, which the text projection copies; the remaining
     columns (a descriptor outside CLIP's space) keep their random start. Likewise only the first
     ``clip_dim`` columns of a query token need to be CLIP's (:class:`WordMotionToyFeatures`
@@ -338,17 +345,16 @@ def align_initialisation(
             f"CLIP embedding space), got d_v={d_v}, d_t={d_t}, clip_views={clip_views}, "
             f"clip_dim={clip_dim}"
         )
-    with torch.no_grad():
-        # 1. every CLIP-space block of the video input starts with the first block's weights
-        first = next(m for m in model.video_proj.modules() if isinstance(m, torch.nn.Linear))
-        for view in range(1, clip_views):
-            first.weight[:, view * clip_dim : (view + 1) * clip_dim] = first.weight[:, :clip_dim]
+    # 1. every CLIP-space block of the video input starts with the first block's weights
+    first = next(m for m in model.video_proj.modules() if isinstance(m, torch.nn.Linear))
+    for view in range(1, clip_views):
+        first.weight[:, view * clip_dim : (view + 1) * clip_dim] = first.weight[:, :clip_dim]
     # 2. the text projection copies the video projection (its first layer: the CLIP block)
     text_state = model.text_proj.state_dict()
     for key, value in model.video_proj.state_dict().items():
         if value.shape == text_state[key].shape:
             text_state[key] = value
-        else:  # the first layer's weight, (out, d_v) vs (out, d_t)
+        else:  # first LayerNorm / Linear: last axis d_v vs d_t
             text_state[key][..., :clip_dim] = value[..., :clip_dim]
     model.text_proj.load_state_dict(text_state)
     # 3. every attention's key map copies its query map
