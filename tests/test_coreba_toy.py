@@ -159,6 +159,7 @@ def test_motion_features_extend_clip_features(tmp_path):
 def test_word_features_append_word_embeddings_to_query_tokens(tmp_path):
     """clip+motion+words: the video input of clip+motion, query tokens [CLIP token, word]."""
     from course_lib.clip import ClipEncoder
+    from course_lib.errors import DataValidationError
     from course_lib.toyworld import moment_records
     from course_lib.training.coreba_toy import ToyFeatures, checkpoint_stem, toy_features
 
@@ -174,8 +175,6 @@ def test_word_features_append_word_embeddings_to_query_tokens(tmp_path):
     np.testing.assert_array_equal(tokens[:, :d], plain.query(rec["qid"]))
     np.testing.assert_allclose(np.linalg.norm(tokens[:, d:], axis=1), 1.0, atol=1e-5)
     assert checkpoint_stem("clip+motion+words") == "coreba_toy_words"
-    from course_lib.errors import DataValidationError
-
     with pytest.raises(DataValidationError, match="12345678"):
         words.query(12345678)
 
