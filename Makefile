@@ -16,14 +16,16 @@ export ATEN_CPU_CAPABILITY ?= avx2
 export MKL_CBWR ?= AVX2
 export ONEDNN_MAX_CPU_ISA ?= AVX2
 
-.PHONY: setup course test lint unit nbval-solutions nbval-notebooks sync notebooks solutions lab bench clean help
+.PHONY: setup course test lint unit unit-fast nbval-solutions nbval-notebooks sync notebooks solutions results lab bench clean help
 
 help:
 	@echo "make course     set up .venv and execute every solution notebook (into build/)"
 	@echo "make test       lint + unit tests + nbval on solutions/ and notebooks/ + sync check"
+	@echo "make unit-fast  the tests not marked slow (development)"
 	@echo "make lab        JupyterLab on notebooks/"
 	@echo "make notebooks  regenerate notebooks/ from solutions/"
 	@echo "make solutions  re-execute solutions/ in place (authors: refresh stored outputs)"
+	@echo "make results    regenerate RESULTS.md from the committed result files"
 	@echo "make bench      run the benchmark scripts"
 
 # --- environment -----------------------------------------------------------
@@ -37,7 +39,7 @@ setup: $(STAMP)
 
 # --- learners --------------------------------------------------------------
 course: $(STAMP)
-	COURSE_FAST=$${COURSE_FAST:-1} $(PY) -m course_lib.tools.run_notebooks --src solutions --out build/solutions
+	COURSE_FAST=$${COURSE_FAST:-1} $(PY) -m course_lib.authoring.run_notebooks --src solutions --out build/solutions
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
@@ -46,12 +48,18 @@ lab: $(STAMP)
 test: lint unit nbval-solutions nbval-notebooks sync
 
 lint: $(STAMP)
-	$(PY) -m ruff check course_lib tests benchmarks tools
+	$(PY) -m ruff check course_lib tests benchmarks scripts
 
 unit: $(STAMP)
 	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest tests
 
-nbval-solutions: $(STAMP)
+unit-fast: $(STAMP)
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest -m "not slow" tests
+
+nbval-results: $(STAMP)
+	$(PY) scripts/make_results.py
+
+solutions: $(STAMP)
 	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider solutions
 
@@ -60,14 +68,17 @@ nbval-notebooks: $(STAMP)
 		-p no:cacheprovider notebooks
 
 sync: $(STAMP)
-	$(PY) -m course_lib.tools.make_student --check
+	$(PY) -m course_lib.authoring.make_student --check
 
 # --- authors ---------------------------------------------------------------
 notebooks: $(STAMP)
-	$(PY) -m course_lib.tools.make_student
+	$(PY) -m course_lib.authoring.make_student
+
+results: $(STAMP)
+	$(PY) scripts/make_results.py
 
 solutions: $(STAMP)
-	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m course_lib.tools.run_notebooks --inplace --src solutions
+	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m course_lib.authoring.run_notebooks --inplace --src solutions
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -23,7 +23,7 @@ import torch
 
 from course_lib.alignment import CorebaConfig, ablation_config, build_model
 from course_lib.env import pick_device
-from course_lib.training import SetCriterion, TrainConfig, make_optimizer, train_step
+from course_lib.training import MomentTrainingConfig, SetCriterion, make_optimizer, train_step
 
 VARIANTS = {
     "REC_3": dict(mode="rec", n_recurrent=3),
@@ -87,7 +87,7 @@ def bench_variant(variant: str, args: argparse.Namespace, device: str) -> dict:
     torch.manual_seed(0)
     model = build_model(make_config(variant, args.dim, args.clips)).to(device)
     batch = random_batch(args.batch, args.clips, args.words, args.dim, device)
-    cfg = TrainConfig(batch_size=args.batch, max_clips=args.clips, device=device, progress=False)
+    cfg = MomentTrainingConfig(batch_size=args.batch, max_clips=args.clips, device=device, progress=False)
     criterion = SetCriterion(cfg)
     optimizer, _ = make_optimizer(model, cfg)
     step = _median_seconds(

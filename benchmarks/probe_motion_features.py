@@ -10,7 +10,7 @@ pixel blanked whose colour changes by at most ``--threshold`` (0-255) between co
 so only objects that move, turn, grow or change colour remain. The clip feature of the probe is
 the sum of the plain and the moving-pixel features, L2-normalised (same width as before).
 
-Measured on the toy splits of ``tools/train_coreba.py`` (200 / 40 / 60 videos, data seed 0):
+Measured on the toy splits of ``scripts/train_coreba.py`` (200 / 40 / 60 videos, data seed 0):
 
 1. the clip-level AUC (inside vs outside the moment) of the clip-query cosine on val, for the
    plain, moving-pixel and summed features;
@@ -33,11 +33,10 @@ import numpy as np
 import torch
 
 from course_lib.clip import ClipEncoder
-from course_lib.clip.features import toy_frame_source
+from course_lib.clip.frames import toy_frame_source
 from course_lib.clip.motion import moving_pixels
-from course_lib.corpus.evaluation import roc_auc
 from course_lib.env import pin_cpu_numerics
-from course_lib.training.coreba_toy import (
+from course_lib.experiments.ch05_coreba_toy import (
     ToyFeatures,
     baseline_brief,
     model_brief,
@@ -46,6 +45,7 @@ from course_lib.training.coreba_toy import (
     toy_train_config,
     train_toy_model,
 )
+from course_lib.experiments.ch06_corpus_eval import roc_auc
 
 REPORTED = ("MR-full-mAP", "MR-full-R1@0.5", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1")
 

@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from course_lib.errors import DataValidationError
-from course_lib.spans import CLIP_LEN, num_clips, temporal_nms
+from course_lib.spans import num_clips, temporal_nms
+from course_lib.timeline import CLIP_LEN
 
 DEFAULT_WINDOW_LENGTHS: tuple[int, ...] = (2, 4, 8, 16)
 """Window lengths in clips (4, 8, 16, 32 seconds)."""

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-CLIP_LEN: float = 2.0
-"""Length of one clip in seconds (QVHighlights uses 2-second clips everywhere)."""
+from course_lib.timeline import CLIP_LEN
 
 Array = Any  # np.ndarray or torch.Tensor: the backend follows the first argument
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_lib.errors import CourseError
-
-#: Length of one clip in seconds (mirrors ``course_lib.spans.CLIP_LEN``).
-CLIP_LEN = 2.0
+from course_lib.timeline import CLIP_LEN
 
 
 class PlotInputError(CourseError, ValueError):

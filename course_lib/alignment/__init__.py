@@ -10,6 +10,7 @@ Moment Retrieval and Highlight Detection" (COREBA) with QD-DETR / DAB-DETR heads
 * :mod:`~course_lib.alignment.ram`: the Recurrent Alignment Mechanism (Algorithm 1), MOD_N.
 * :mod:`~course_lib.alignment.baseline_encoder`: QD-DETR's text-to-video encoder.
 * :mod:`~course_lib.alignment.heads`: saliency encoder (eq. 7) and DAB-DETR moment decoder.
+* :mod:`~course_lib.alignment.decode`: model outputs -> windows in seconds and per-clip saliency.
 * :mod:`~course_lib.alignment.model`: :class:`CorebaConfig`, :func:`build_model`.
 
 Mask convention everywhere: a bool mask with ``True`` = real position (clip, word or balance

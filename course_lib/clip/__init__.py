@@ -6,30 +6,29 @@ Modules (one concept each):
 * :mod:`~course_lib.clip.tiny_config` - the tiny architecture, registered with open_clip;
 * :mod:`~course_lib.clip.checkpoint` - SHA256-verified safetensors checkpoints;
 * :mod:`~course_lib.clip.loss` - symmetric InfoNCE with a learnable temperature;
-* :mod:`~course_lib.clip.frame_data` - toy-world frames with true partial captions;
-* :mod:`~course_lib.clip.train` - tiny-CLIP training (``python -m course_lib.clip.train``);
+* :mod:`~course_lib.clip.frames` - where frames come from (toy id or video file) and when;
 * :mod:`~course_lib.clip.features` - per-video 2-second clip features with a disk cache;
 * :mod:`~course_lib.clip.motion` - a motion stream per clip (moving pixels + motion descriptor);
 * :mod:`~course_lib.clip.zeroshot` - zero-shot classification and text-to-frame retrieval.
+
+The tiny CLIP is trained on toy-world frames by :mod:`course_lib.experiments.ch01_tiny_clip`
+(``python scripts/train_tiny_clip.py``).
 """
 
 from course_lib.clip.checkpoint import load_state_dict, save_state_dict, verify_sha256
 from course_lib.clip.encoder import ClipEncoder, preprocess_frames
 from course_lib.clip.features import (
-    CLIP_LEN,
     FeatureCache,
-    clip_timestamps,
-    count_clips,
     encode_video,
     pool_clip_features,
     video_features,
 )
+from course_lib.clip.frames import clip_timestamps, count_clips, frame_source, is_toy_vid
 from course_lib.clip.loss import InfoNCELoss, symmetric_info_nce
 from course_lib.clip.tiny_config import TINY_CONFIG, TINY_MODEL_NAME, register_tiny_config
-from course_lib.clip.zeroshot import evaluate_toy, recall_at_k, zero_shot_classify
+from course_lib.clip.zeroshot import recall_at_k, zero_shot_classify
 
 __all__ = [
-    "CLIP_LEN",
     "TINY_CONFIG",
     "TINY_MODEL_NAME",
     "ClipEncoder",
@@ -38,7 +37,8 @@ __all__ = [
     "clip_timestamps",
     "count_clips",
     "encode_video",
-    "evaluate_toy",
+    "frame_source",
+    "is_toy_vid",
     "load_state_dict",
     "pool_clip_features",
     "preprocess_frames",

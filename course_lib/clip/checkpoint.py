@@ -2,7 +2,11 @@
 
 A committed checkpoint ``data/NAME.safetensors`` comes with a manifest ``data/NAME.sha256`` in
 ``sha256sum`` format (``<hex>  NAME.safetensors``), so ``sha256sum -c data/NAME.sha256`` checks
-it from a shell too. Loading refuses a file whose hash differs from the manifest.
+it from a shell too. Loading refuses a file whose hash differs from the manifest. This is the
+convention of every weights file in the course (COREBA checkpoints too, see
+:mod:`course_lib.training.checkpoint`); the manifest functions live in :mod:`course_lib.files`
+and are re-exported here (:func:`manifest_path`, :func:`write_manifest`, :func:`read_manifest`,
+:func:`verify_sha256`) for the code that imports them from this module.
 """
 
 from __future__ import annotations
@@ -13,60 +17,24 @@ from pathlib import Path
 import torch
 
 from course_lib.errors import CheckpointError
-from course_lib.files import atomic_write, sha256_file
+from course_lib.files import (
+    atomic_write,
+    manifest_path,
+    read_manifest,
+    verify_manifest,
+    verify_sha256,
+    write_manifest,
+)
 
-
-def manifest_path(checkpoint: str | os.PathLike) -> Path:
-    """The manifest next to a checkpoint: same stem, suffix ``.sha256``."""
-    return Path(checkpoint).with_suffix(".sha256")
-
-
-def write_manifest(checkpoint: str | os.PathLike) -> str:
-    """Hash ``checkpoint`` and write its ``sha256sum``-style manifest atomically.
-
-    Returns:
-        The hex SHA256 of the checkpoint.
-    """
-    path = Path(checkpoint)
-    digest = sha256_file(path)
-    with atomic_write(manifest_path(path), "w") as handle:
-        handle.write(f"{digest}  {path.name}\n")
-    return digest
-
-
-def read_manifest(checkpoint: str | os.PathLike) -> str:
-    """The expected SHA256 of ``checkpoint`` from its manifest.
-
-    Raises:
-        CheckpointError: the manifest is missing or malformed.
-    """
-    manifest = manifest_path(checkpoint)
-    if not manifest.is_file():
-        raise CheckpointError(f"checksum manifest {manifest} for {checkpoint} is missing")
-    parts = manifest.read_text(encoding="utf-8").split()
-    if not parts or len(parts[0]) != 64:
-        raise CheckpointError(f"checksum manifest {manifest} is malformed: {parts[:2]}")
-    return parts[0].lower()
-
-
-def verify_sha256(path: str | os.PathLike, expected: str) -> str:
-    """Check a file's SHA256 against ``expected``.
-
-    Returns:
-        The actual hex digest (equal to ``expected``).
-
-    Raises:
-        CheckpointError: the file is missing or its hash differs (message names file and both hashes).
-    """
-    if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    actual = sha256_file(path)
-    if actual != expected.lower():
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or was modified: SHA256 is {actual}, "
-            f"expected {expected.lower()}"
-        )
-    return actual
+__all__ = [
+    "load_state_dict",
+    "manifest_path",
+    "read_manifest",
+    "save_state_dict",
+    "verify_manifest",
+    "verify_sha256",
+    "write_manifest",
+]
 
 
 def save_state_dict(
@@ -119,7 +87,10 @@ def load_state_dict(
     """
     path = Path(path)
     # 1. the hash check comes first: a tampered file is never parsed
-    verify_sha256(path, expected_sha256 or read_manifest(path))
+    if expected_sha256 is None:
+        verify_manifest(path)
+    else:
+        verify_sha256(path, expected_sha256)
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open

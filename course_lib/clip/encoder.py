@@ -168,7 +168,7 @@ class ClipEncoder:
         if not path.is_file():
             raise CheckpointError(
                 f"tiny CLIP checkpoint {path} not found; recreate it with "
-                "`python -m course_lib.clip.train --out data/tiny_clip.safetensors`"
+                "`python scripts/train_tiny_clip.py --out data/tiny_clip.safetensors`"
             )
         # 1. verify the hash, then build the architecture the checkpoint names, load strictly
         state, meta = load_state_dict(path)

@@ -14,66 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib.spans import CLIP_LEN
+from course_lib.clip.frames import (
+    FrameSource,
+    count_clips,
+    frame_source,
+    is_toy_vid,
+)
+from course_lib.timeline import CLIP_LEN
 
 _EPS = 1e-6
-
-# a frame source maps a video id/path to (frames uint8 (F, H, W, 3), timestamps (F,), duration)
-FrameSource = Callable[[str], tuple[np.ndarray, np.ndarray, float]]
-
-
-def count_clips(duration: float, clip_len: float = CLIP_LEN) -> int:
-    """Number of feature clips covering ``[0, duration)``: ``max(1, ceil(duration / clip_len))``.
-
-    This equals :func:`course_lib.spans.num_clips` (``floor``, moment_detr's evaluation) whenever
-    the duration is a multiple of ``clip_len``, as in the toy world; features cover a trailing
-    partial clip and very short videos too.
-    """
-    if not duration > 0 or not math.isfinite(duration):
-        raise ValueError(f"duration must be a positive number of seconds, got {duration}")
-    if not clip_len > 0:
-        raise ValueError(f"clip_len must be positive, got {clip_len}")
-    return max(1, math.ceil(duration / clip_len - _EPS))
-
-
-def clip_timestamps(
-    duration: float, clip_len: float = CLIP_LEN, frames_per_clip: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Times at which to sample frames: ``frames_per_clip`` evenly spaced inside each clip.
-
-    Frame ``j`` of clip ``i`` sits at the centre of the j-th of ``k`` equal parts of the clip's
-    visible span ``[i * clip_len, min((i + 1) * clip_len, duration))``; with ``k = 1`` that is the
-    clip centre. A video shorter than one clip gets one clip sampled inside ``[0, duration)``.
-
-    Args:
-        duration: video length in seconds (> 0).
-        clip_len: clip length in seconds.
-        frames_per_clip: frames per clip (``k >= 1``).
-
-    Returns:
-        ``(timestamps float64 (T*k,), clip_index int64 (T*k,))``, sorted by time.
-    """
-    if frames_per_clip < 1:
-        raise ValueError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
-    n = count_clips(duration, clip_len)
-    # 1. each clip's visible span
-    starts = np.arange(n) * clip_len
-    ends = np.minimum(starts + clip_len, duration)
-    # 2. centres of k equal parts of every span
-    parts = (np.arange(frames_per_clip) + 0.5) / frames_per_clip
-    times = starts[:, None] + parts[None, :] * (ends - starts)[:, None]
-    clip_index = np.repeat(np.arange(n), frames_per_clip)
-    return times.reshape(-1).astype(np.float64), clip_index.astype(np.int64)
-
 
 def assign_clips(timestamps: np.ndarray, duration: float, clip_len: float = CLIP_LEN) -> np.ndarray:
     """Clip index of each frame time: ``floor(t / clip_len)``, clamped to ``[0, T-1]``."""
@@ -154,40 +110,6 @@ def encode_video(
     return pool_clip_features(frame_feats, index, n_clips=n).numpy()
 
 
-def toy_frame_source(clip_len: float = CLIP_LEN, frames_per_clip: int = 1) -> FrameSource:
-    """Frames of a toy-world video rendered exactly at :func:`clip_timestamps`."""
-
-    def source(vid: str) -> tuple[np.ndarray, np.ndarray, float]:
-        from course_lib.toyworld import render_frame, video_spec
-
-        duration = float(video_spec(vid).duration)
-        times, _ = clip_timestamps(duration, clip_len, frames_per_clip)
-        frames = np.stack([render_frame(vid, float(t)) for t in times])
-        return frames, times, duration
-
-    return source
-
-
-def file_frame_source(
-    clip_len: float = CLIP_LEN, frames_per_clip: int = 1, **read_kwargs
-) -> FrameSource:
-    """Frames of a real video file at :func:`clip_timestamps`' times (PyAV, ``k / clip_len`` fps).
-
-    Frames are sampled at the centres of ``frames_per_clip`` equal parts of every clip, like
-    :func:`toy_frame_source`, so a toy video and its mp4 file give the same features.
-    """
-
-    def source(path: str) -> tuple[np.ndarray, np.ndarray, float]:
-        from course_lib import video
-
-        duration = float(video.probe(path).duration)
-        fps = frames_per_clip / clip_len
-        frames, times = video.read_frames(path, fps=fps, offset=0.5 / fps, **read_kwargs)
-        return frames, times, duration
-
-    return source
-
-
 class FeatureCache:
     """On-disk per-video clip features keyed by encoder identity and sampling settings.
 
@@ -241,8 +163,7 @@ class FeatureCache:
         if self.path(vid).is_file() and not refresh:
             return load_video_features(self.directory, _entry_name(vid))
         if source is None:
-            maker = file_frame_source if os.path.isfile(vid) else toy_frame_source
-            source = maker(self.clip_len, self.frames_per_clip)
+            source = frame_source(vid, self.clip_len, self.frames_per_clip)
         frames, times, duration = source(vid)
         feats = self.encode(frames, times, duration)
         self._write_settings()
@@ -270,7 +191,7 @@ class FeatureCache:
 
 def _entry_name(vid: str) -> str:
     """Store name of a video: the id itself, or the stem of a file path."""
-    return Path(vid).stem if (os.sep in str(vid) or os.path.isfile(vid)) else str(vid)
+    return str(vid) if is_toy_vid(str(vid)) else Path(vid).stem
 
 
 def video_features(

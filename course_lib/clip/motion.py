@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from course_lib.clip.features import CLIP_LEN, FeatureCache, assign_clips, count_clips
+from course_lib.clip.features import FeatureCache, assign_clips
+from course_lib.clip.frames import count_clips
+from course_lib.timeline import CLIP_LEN
 
 #: Default pixel change (0-255, any channel) that counts as motion.
 MOTION_THRESHOLD = 24

@@ -23,11 +23,9 @@ from course_lib.corpus.index import (
 from course_lib.corpus.proposals import Proposal, merge_segments, proposals_frame
 from course_lib.corpus.search import (
     CoarseToFineSearch,
-    FeatureLocalizer,
-    ModelLocalizer,
-    ProposalRefinementLocalizer,
+    CorpusLocaliser,
+    ProposalRefinementLocaliser,
     SegmentVideoScorer,
-    baseline_localizer,
     combine_scores,
     exhaustive_search,
     fit_alpha,
@@ -36,7 +34,6 @@ from course_lib.corpus.search import (
     to_vcmr,
 )
 from course_lib.corpus.segments import (
-    CLIP_LEN,
     SegmentTable,
     l2_normalize,
     pool_segments,
@@ -45,19 +42,16 @@ from course_lib.corpus.segments import (
 )
 
 __all__ = [
-    "CLIP_LEN",
     "INDEX_KINDS",
     "CoarseToFineSearch",
-    "FeatureLocalizer",
-    "ModelLocalizer",
+    "CorpusLocaliser",
     "IndexConfig",
     "Proposal",
-    "ProposalRefinementLocalizer",
+    "ProposalRefinementLocaliser",
     "SegmentIndex",
     "SegmentTable",
     "SegmentVideoScorer",
     "UnsupportedIndexOperation",
-    "baseline_localizer",
     "choose_nprobe",
     "combine_scores",
     "exhaustive_search",

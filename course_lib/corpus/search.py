@@ -7,10 +7,13 @@ Two stages, each pluggable:
    videos. The default :class:`SegmentVideoScorer` searches the segment index and scores a video
    by its best retrieved segment; a video-level similarity (e.g. chapter 2's UCoFiA model) plugs
    in the same way.
-2. **Fine (stage 2)** -- a *moment localiser* ``(vid, query) -> [(st, ed, score), ...]`` runs on
-   the top-K videos only. :class:`ProposalRefinementLocalizer` is a training-free localiser that
-   refines segment proposals with clip features; :class:`FeatureLocalizer` adapts any function of
-   ``(clip_feats, query)`` (the chapter-3 baseline, the chapter-5 model).
+2. **Fine (stage 2)** -- a :class:`course_lib.localisers.Localiser` runs on the top-K videos
+   only: :class:`CorpusLocaliser` turns it into ``(vid, query) -> [(st, ed, score), ...]`` over
+   the collection's clip features (sliding windows on videos longer than the localiser's
+   window). :class:`ProposalRefinementLocaliser` is a training-free localiser that refines segment
+   proposals with clip features; the chapter-3 baseline and the chapter-5 model plug in the same
+   way (:class:`~course_lib.localisers.BaselineLocaliser`,
+   :class:`~course_lib.localisers.CorebaLocaliser`).
 
 Final score of a candidate moment m in video v (per query; min-max over the query's candidates):
 
@@ -24,28 +27,26 @@ runs the localiser on every video: the slow upper bound that stage 1 approximate
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from course_lib.corpus.index import SegmentIndex
 from course_lib.corpus.proposals import merge_segments, proposals_frame
-from course_lib.corpus.segments import CLIP_LEN, l2_normalize, pool_segments
+from course_lib.corpus.segments import l2_normalize, pool_segments
 from course_lib.errors import DataValidationError
+from course_lib.localisers import Localiser, localise_long, query_embedding
+from course_lib.timeline import CLIP_LEN
 
-#: stage 2: (vid, query) -> [(start s, end s, score), ...]
-Localizer = Callable[[str, Any], Sequence[tuple[float, float, float]]]
+#: stage 2 over a collection: (vid, query) -> [(start s, end s, score), ...]
+VideoMoments = Callable[[str, Any], Sequence[tuple[float, float, float]]]
 #: stage 1: query -> {vid: score}
 VideoScorer = Callable[[Any], Mapping[str, float]]
 #: a metric of VCMR predictions (qid -> [[vid, st, ed, score], ...]) against corpus queries
 Metric = Callable[[Mapping, Sequence[Mapping]], float]
 
 RESULT_COLUMNS = ["rank", "vid", "start", "end", "score", "stage1_score", "stage2_score"]
-
-
-def _identity(query: Any) -> Any:
-    return query
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -91,12 +92,13 @@ class SegmentVideoScorer:
 
     Args:
         index: the segment index.
-        embed_query: maps a query to its embedding (default: the query already is one).
+        embed_query: maps a query to its embedding (default: a ``Query``'s embedding, or the
+            query itself when it is an array).
         n_segments: segments retrieved per query; videos without a hit are not candidates.
     """
 
     index: SegmentIndex
-    embed_query: Callable[[Any], np.ndarray] = _identity
+    embed_query: Callable[[Any], np.ndarray] = query_embedding
     n_segments: int = 200
 
     def __call__(self, query: Any) -> dict[str, float]:
@@ -120,54 +122,41 @@ def _check_moments(vid: str, moments: Iterable) -> list[tuple[float, float, floa
 
 
 @dataclass
-class FeatureLocalizer:
-    """Adapt ``fn(clip_feats (T, D), query) -> [(st, ed, score)]`` to a ``(vid, query)`` localiser.
+class CorpusLocaliser:
+    """Stage 2 over a collection: a :class:`~course_lib.localisers.Localiser` on one video's features.
 
-    Use it to plug in the chapter-3 training-free baseline or the chapter-5 moment model.
+    ``(vid, query) -> [(st, ed, score), ...]``: looks up the video's clip features and duration
+    and runs the localiser. A localiser with a finite ``window_clips`` (a moment model, the
+    chapter-3 baseline) runs over sliding windows merged by temporal NMS
+    (:func:`course_lib.localisers.localise_long`); one that takes any length
+    (``window_clips = None``) runs once on the whole video.
+
+    Args:
+        features_by_vid: video id -> (T, D) clip features.
+        localiser: the moment localiser; queries must be what it expects (for COREBA a
+            :class:`course_lib.localisers.Query` with token features).
+        durations: video id -> duration in seconds (default: ``T * CLIP_LEN``).
+        max_moments: moments kept per video by the sliding-window merge.
     """
 
     features_by_vid: Mapping[str, np.ndarray]
-    fn: Callable[[np.ndarray, Any], Sequence[tuple[float, float, float]]]
+    localiser: Localiser
+    durations: Mapping[str, float] | None = None
+    max_moments: int = 5
 
     def __call__(self, vid: str, query: Any) -> list[tuple[float, float, float]]:
         if vid not in self.features_by_vid:
             raise DataValidationError(f"no clip features for video {vid!r}")
-        return _check_moments(vid, self.fn(self.features_by_vid[vid], query))
-
-
-@dataclass
-class ModelLocalizer:
-    """Stage 2 from a trained moment model (chapter 5's COREBA): ``(vid, query) -> moments``.
-
-    Runs ``localiser`` (a :class:`course_lib.search.CorebaLocaliser`, or any localiser with the
-    ``(clip_feats, query, duration)`` signature) on the video's clip features, with sliding
-    windows for videos longer than its window (:func:`course_lib.search.localise_long`).
-
-    Args:
-        features_by_vid: video id -> (T, D) clip features.
-        durations: video id -> duration in seconds.
-        localiser: the moment localiser; queries must be what it expects (for COREBA a
-            :class:`course_lib.search.Query` with token features).
-        max_moments: moments kept per video.
-    """
-
-    features_by_vid: Mapping[str, np.ndarray]
-    durations: Mapping[str, float]
-    localiser: Any
-    max_moments: int = 5
-
-    def __call__(self, vid: str, query: Any) -> list[tuple[float, float, float]]:
-        from course_lib.search.localisers import localise_long
-
-        if vid not in self.features_by_vid or vid not in self.durations:
-            raise DataValidationError(f"no clip features or duration for video {vid!r}")
-        moments = localise_long(
-            self.localiser,
-            self.features_by_vid[vid],
-            query,
-            float(self.durations[vid]),
-            max_moments=self.max_moments,
-        )
+        feats = self.features_by_vid[vid]
+        if self.durations is None:
+            duration = len(feats) * CLIP_LEN
+        elif vid in self.durations:
+            duration = float(self.durations[vid])
+        else:
+            raise DataValidationError(f"no duration for video {vid!r}")
+        if getattr(self.localiser, "window_clips", None) is None:
+            return _check_moments(vid, self.localiser(feats, query, duration))
+        moments = localise_long(self.localiser, feats, query, duration, max_moments=self.max_moments)
         return _check_moments(vid, moments)
 
 
@@ -191,43 +180,39 @@ def refine_window(sims: np.ndarray, lo: int, hi: int) -> tuple[int, int, float]:
 
 
 @dataclass
-class ProposalRefinementLocalizer:
-    """Training-free stage 2: segment proposals of one video, refined with its clip features.
+class ProposalRefinementLocaliser:
+    """Training-free localiser: segment proposals of one video, refined with its clip features.
 
-    For video v and query q (L2-normalised): (1) score the clips ``s_t = <f_t, q>`` and the
-    mean-pooled segments; (2) merge the ``n_seeds`` best segments into proposals
+    For clip features f and query q (L2-normalised): (1) score the clips ``s_t = <f_t, q>`` and
+    the mean-pooled segments; (2) merge the ``n_seeds`` best segments into proposals
     (:func:`merge_segments`, ``max_gap``); (3) pad each by ``pad_clips`` and refine it with
     :func:`refine_window`; (4) return the ``top_n`` distinct windows by mean clip similarity.
+    Windows lie on the clip grid, inside ``[0, T * CLIP_LEN]``.
 
     Args:
-        features_by_vid: video id -> (T, D) clip features (same space as the query embedding).
-        embed_query: maps a query to a (D,) embedding (default: identity).
+        clips_per_segment: segment length in clips (as the segment index's).
+        n_seeds: best segments merged into proposals.
+        max_gap: missing segments bridged when merging.
+        pad_clips: clips added on each side of a proposal before refining.
+        top_n: windows returned.
+        window_clips: ``None``: takes a video of any length in one call.
     """
 
-    features_by_vid: Mapping[str, np.ndarray]
-    embed_query: Callable[[Any], np.ndarray] = _identity
     clips_per_segment: int = 2
     n_seeds: int = 4
     max_gap: int = 1
     pad_clips: int = 1
     top_n: int = 5
-    _cache: dict = field(default_factory=dict, init=False, repr=False)
+    window_clips: int | None = None
 
-    def _unit_feats(self, vid: str) -> np.ndarray:
-        """L2-normalised clip features of a video (cached)."""
-        if vid not in self._cache:
-            if vid not in self.features_by_vid:
-                raise DataValidationError(f"no clip features for video {vid!r}")
-            self._cache[vid] = l2_normalize(self.features_by_vid[vid])
-        return self._cache[vid]
-
-    def __call__(self, vid: str, query: Any) -> list[tuple[float, float, float]]:
-        feats = self._unit_feats(vid)
-        q = l2_normalize(np.asarray(self.embed_query(query), np.float32).reshape(-1))
+    def __call__(
+        self, clip_feats: np.ndarray, query: Any, duration: float
+    ) -> list[tuple[float, float, float]]:
+        feats = l2_normalize(np.asarray(clip_feats, np.float32))
+        q = l2_normalize(query_embedding(query))
         if q.shape[0] != feats.shape[1]:
             raise DataValidationError(
-                f"query embedding has dimension {q.shape[0]}, clip features of {vid!r} have "
-                f"{feats.shape[1]}"
+                f"query embedding has dimension {q.shape[0]}, clip features have {feats.shape[1]}"
             )
         sims = feats @ q
         cps, n = self.clips_per_segment, len(sims)
@@ -237,7 +222,7 @@ class ProposalRefinementLocalizer:
         starts = seeds * cps * CLIP_LEN
         ends = np.minimum((seeds + 1) * cps, n) * CLIP_LEN
         props = merge_segments(
-            [vid] * len(seeds), starts, ends, seg_sims[seeds], cps * CLIP_LEN, self.max_gap
+            ["video"] * len(seeds), starts, ends, seg_sims[seeds], cps * CLIP_LEN, self.max_gap
         )
         # (3)-(4): refine each proposal on the clip level
         windows: dict[tuple[int, int], float] = {}
@@ -308,14 +293,14 @@ class CoarseToFineSearch:
 
     Args:
         video_scorer: stage 1, ``query -> {vid: score}``.
-        localizer: stage 2, ``(vid, query) -> [(st, ed, score)]``.
+        localise: stage 2, ``(vid, query) -> [(st, ed, score)]`` (e.g. a :class:`CorpusLocaliser`).
         top_k_videos: K, videos passed to stage 2.
         alpha: weight of stage 1 in the final score (see module docstring).
         moments_per_video: keep at most this many moments per video (None = all).
     """
 
     video_scorer: VideoScorer
-    localizer: Localizer
+    localise: VideoMoments
     top_k_videos: int = 10
     alpha: float = 0.5
     moments_per_video: int | None = 5
@@ -325,15 +310,11 @@ class CoarseToFineSearch:
         cls,
         index: SegmentIndex,
         features_by_vid: Mapping[str, np.ndarray],
-        embed_query: Callable[[Any], np.ndarray] = _identity,
         **kwargs: Any,
     ) -> CoarseToFineSearch:
         """Default pipeline: segment-index stage 1 + proposal-refinement stage 2."""
-        scorer = SegmentVideoScorer(index, embed_query)
-        localizer = ProposalRefinementLocalizer(
-            features_by_vid, embed_query, clips_per_segment=index.config.clips_per_segment
-        )
-        return cls(scorer, localizer, **kwargs)
+        refine = ProposalRefinementLocaliser(clips_per_segment=index.config.clips_per_segment)
+        return cls(SegmentVideoScorer(index), CorpusLocaliser(features_by_vid, refine), **kwargs)
 
     def candidates(self, query: Any):
         """Unranked candidate moments (vid, start, end, stage1_score, stage2_score) of a query."""
@@ -343,7 +324,7 @@ class CoarseToFineSearch:
         top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top_k_videos]
         rows: list[tuple] = []
         for vid, s1 in top:
-            rows += _candidate_rows(vid, s1, self.localizer(vid, query), self.moments_per_video)
+            rows += _candidate_rows(vid, s1, self.localise(vid, query), self.moments_per_video)
         return _frame(rows)
 
     def search(self, query: Any, top_n: int = 100):
@@ -358,7 +339,7 @@ class CoarseToFineSearch:
 def exhaustive_search(
     query: Any,
     vids: Iterable[str],
-    localizer: Localizer,
+    localise: VideoMoments,
     video_scorer: VideoScorer | None = None,
     alpha: float = 0.5,
     top_n: int = 100,
@@ -373,7 +354,7 @@ def exhaustive_search(
     floor = min(s1.values()) if s1 else float("nan")
     rows: list[tuple] = []
     for vid in vids:
-        rows += _candidate_rows(vid, s1.get(vid, floor), localizer(vid, query), moments_per_video)
+        rows += _candidate_rows(vid, s1.get(vid, floor), localise(vid, query), moments_per_video)
     return rank_candidates(_frame(rows), alpha, top_n)
 
 
@@ -417,24 +398,3 @@ def fit_alpha(
         values[float(alpha)] = metric(preds, queries)
     best = max(values, key=lambda a: (values[a], -a))
     return best, values
-
-
-def baseline_localizer(
-    features_by_vid: Mapping[str, np.ndarray],
-    embed_query: Callable[[Any], np.ndarray] = _identity,
-    **kwargs: Any,
-) -> FeatureLocalizer:
-    """Stage 2 from the chapter-3 training-free baseline (:func:`course_lib.baseline.predict_moments`).
-
-    Args:
-        features_by_vid: video id -> (T, D) clip features.
-        embed_query: maps a query to its (D,) feature (default: the query already is one).
-        **kwargs: passed to ``predict_moments`` (window_lengths, contrast, max_windows, ...).
-    """
-    from course_lib.baseline import predict_moments
-
-    def localise(clip_feats: np.ndarray, query: Any) -> list:
-        pred = predict_moments(clip_feats, np.asarray(embed_query(query), np.float32), **kwargs)
-        return pred["pred_relevant_windows"]
-
-    return FeatureLocalizer(features_by_vid, localise)

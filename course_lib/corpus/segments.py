@@ -16,11 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from course_lib.errors import DataValidationError
-
-try:  # the shared clip length lives in course_lib.spans once helper C has written it
-    from course_lib.spans import CLIP_LEN
-except ImportError:  # pragma: no cover - fallback until spans exists
-    CLIP_LEN = 2.0
+from course_lib.timeline import CLIP_LEN
 
 #: a learned projector: any callable mapping (N, D) float32 to (N, D') float32
 Projector = Callable[[np.ndarray], np.ndarray]

@@ -27,7 +27,6 @@ from course_lib.datasets.features import (
 )
 from course_lib.datasets.records import iter_jsonl, read_jsonl, write_jsonl
 from course_lib.datasets.validate import (
-    CLIP_LEN,
     MOMENT_FIELDS,
     clips_of_window,
     corpus_errors,
@@ -66,7 +65,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CLIP_LEN",
     "MOMENT_FIELDS",
     "POOLED_KEY",
     "QUERY_KEY",

@@ -20,10 +20,7 @@ from collections.abc import Iterable
 
 from course_lib.datasets.records import is_int, is_number
 from course_lib.errors import DataValidationError
-
-# seconds per clip (QVHighlights). Equal to course_lib.spans.CLIP_LEN (a test checks it);
-# defined here so the validator CLI does not have to import torch (spans does).
-CLIP_LEN = 2.0
+from course_lib.timeline import CLIP_LEN
 
 MOMENT_FIELDS = (
     "qid",

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.checks import check
-from course_lib.clip.features import clip_timestamps, pool_clip_features
+from course_lib.clip.features import pool_clip_features
+from course_lib.clip.frames import clip_timestamps
 from course_lib.clip.loss import MAX_LOGIT_SCALE, symmetric_info_nce
 
 __all__ = [
@@ -72,7 +73,7 @@ def _timestamp_inputs(rng: np.random.Generator) -> tuple[float, float, int]:
 
 
 def check_clip_timestamps(fn: Callable[[float, float, int], tuple[np.ndarray, np.ndarray]]) -> None:
-    """Exercise 1.2: compare ``fn`` with :func:`~course_lib.clip.features.clip_timestamps`."""
+    """Exercise 1.2: compare ``fn`` with :func:`~course_lib.clip.frames.clip_timestamps`."""
     check(fn, clip_timestamps, _timestamp_inputs, name="Exercise 1.2: clip_timestamps", atol=1e-9)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from course_lib.checks import check
-from course_lib.search import window_starts
+from course_lib.localisers import window_starts
 
 
 # ----------------------------------------------------------------------------- 7.1 windows

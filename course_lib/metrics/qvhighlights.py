@@ -51,7 +51,8 @@ from course_lib.metrics.submission import (
     WINDOW_KEY,
     validate_submission,
 )
-from course_lib.spans import CLIP_LEN, num_clips, temporal_iou
+from course_lib.spans import num_clips, temporal_iou
+from course_lib.timeline import CLIP_LEN
 
 IOU_THRESHOLDS: tuple[float, ...] = tuple(float(f"{t:.2f}") for t in np.linspace(0.5, 0.95, 10))
 """0.5, 0.55, ..., 0.95 (rounded to 2 decimals as the official script does)."""

@@ -35,12 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from course_lib.clip.frames import is_toy_vid, stream_frames, video_duration
 from course_lib.errors import CourseError, VideoReadError
-
-try:  # the shared clip length
-    from course_lib.spans import CLIP_LEN
-except ImportError:  # pragma: no cover - spans exists in this repository
-    CLIP_LEN = 2.0
+from course_lib.timeline import CLIP_LEN
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -87,19 +84,6 @@ def store_key(vid: str) -> str:
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(vid).name)
     digest = hashlib.sha1(vid.encode("utf-8")).hexdigest()[:10]
     return f"{name[:80]}-{digest}"
-
-
-def _is_toy_vid(name: str) -> bool:
-    """Whether ``name`` is a toy-world video id (and not an existing file)."""
-    from course_lib.toyworld import ToyWorldError, parse_vid
-
-    if os.path.exists(name):
-        return False
-    try:
-        parse_vid(name)
-    except (ToyWorldError, ValueError):
-        return False
-    return True
 
 
 def file_item(path: str | os.PathLike, root: str | os.PathLike | None = None) -> VideoItem:
@@ -152,7 +136,7 @@ def discover_videos(
     items = []
     for name in source:
         name = os.fspath(name)
-        items.append(VideoItem(name, name, None) if _is_toy_vid(name) else file_item(name))
+        items.append(VideoItem(name, name, None) if is_toy_vid(name) else file_item(name))
     unique = {it.vid: it for it in items}
     return sorted(unique.values(), key=lambda it: it.vid), [], None
 
@@ -165,30 +149,11 @@ def iter_sampled_frames(
     timeout_s: float | None = 600.0,
     toy_size: int = 64,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Stream ``(t, frame)`` at times ``(k + 0.5) / fps`` (centres of the sampling intervals).
+    """Stream ``(t, frame)`` of an item at times ``(k + 0.5) / fps`` (one frame in memory).
 
-    Files are decoded with :func:`course_lib.video.iter_frames` at ``fps`` with a half-interval
-    offset (so with ``fps = 0.5`` each 2-s clip is seen at its centre); toy videos are rendered
-    frame by frame. One frame is in memory at a time.
+    See :func:`course_lib.clip.frames.stream_frames`: files are decoded, toy videos rendered.
     """
-    if item.path is None:
-        from course_lib.toyworld import render_frame, video_spec
-
-        duration = float(video_spec(item.vid).duration)
-        k = 0
-        while (k + 0.5) / fps < duration:
-            t = (k + 0.5) / fps
-            yield t, render_frame(item.vid, t, size=toy_size)
-            k += 1
-        return
-    from course_lib.video import iter_frames
-
-    frames = iter_frames(item.path, fps, max_side=max_side, timeout_s=timeout_s, offset=0.5 / fps)
-    try:
-        for t, frame in frames:
-            yield float(t), frame
-    finally:
-        frames.close()
+    yield from stream_frames(item.path or item.vid, fps, max_side, timeout_s, toy_size)
 
 
 def make_thumbnail(frame: np.ndarray, side: int = DEFAULT_THUMB_SIDE) -> np.ndarray:
@@ -223,13 +188,7 @@ class VideoFeatures:
 
 def _probe_duration(item: VideoItem) -> float:
     """Header duration of a file (0 when unknown), or a toy video's duration."""
-    if item.path is None:
-        from course_lib.toyworld import video_spec
-
-        return float(video_spec(item.vid).duration)
-    from course_lib.video import probe
-
-    return float(probe(item.path).duration or 0.0)
+    return video_duration(item.path or item.vid)
 
 
 def extract_video(

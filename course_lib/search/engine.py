@@ -35,6 +35,13 @@ import numpy as np
 from course_lib.corpus.index import IndexConfig, SegmentIndex
 from course_lib.corpus.search import CoarseToFineSearch, SegmentVideoScorer
 from course_lib.errors import CourseError, DataValidationError
+from course_lib.localisers import (
+    BaselineLocaliser,
+    Localiser,
+    Query,
+    localise_long,
+    saliency_curve,
+)
 from course_lib.search.build import (
     CLIP_LEN,
     DEFAULT_FPS,
@@ -53,13 +60,6 @@ from course_lib.search.build import (
     read_manifest,
     remove_stray_temporaries,
     write_manifest,
-)
-from course_lib.search.localisers import (
-    BaselineLocaliser,
-    Localiser,
-    Query,
-    localise_long,
-    saliency_curve,
 )
 
 INDEX_FILE = "segments.faiss"

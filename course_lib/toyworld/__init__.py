@@ -19,7 +19,6 @@ from course_lib.toyworld.render import frame_times, render, render_frame
 from course_lib.toyworld.script import Event, ObjectSpec, VideoSpec, video_spec
 from course_lib.toyworld.spec import (
     ACTIONS,
-    CLIP_LEN,
     COLOUR_RGB,
     COLOURS,
     NOVEL_COMBOS,
@@ -42,7 +41,6 @@ from course_lib.toyworld.views import (
 
 __all__ = [
     "ACTIONS",
-    "CLIP_LEN",
     "COLOUR_RGB",
     "COLOURS",
     "NOVEL_COMBOS",

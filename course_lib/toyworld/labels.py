@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
+from course_lib.timeline import CLIP_LEN
 from course_lib.toyworld.motion import object_alpha
 from course_lib.toyworld.script import Event, VideoSpec
-from course_lib.toyworld.spec import CLIP_LEN, stable_seed
+from course_lib.toyworld.spec import stable_seed
 
 N_ANNOTATORS = 3
 _SAMPLES_PER_CLIP = 5

@@ -36,9 +36,6 @@ from typing import NamedTuple
 
 from course_lib.errors import CourseError
 
-#: Length of one clip in seconds (mirrors ``course_lib.spans.CLIP_LEN``).
-CLIP_LEN = 2.0
-
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")
 SCENES: tuple[str, ...] = ("beach", "forest", "city", "night", "snow")

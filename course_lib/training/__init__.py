@@ -1,12 +1,11 @@
-"""Training COREBA / QD-DETR for joint moment retrieval and highlight detection.
+"""Training moment models (COREBA, QD-DETR) for joint moment retrieval and highlight detection.
 
-* :mod:`~course_lib.training.config` - :class:`TrainConfig`, every hyper-parameter (QD-DETR);
+* :mod:`~course_lib.training.config` - :class:`MomentTrainingConfig`, every hyper-parameter (QD-DETR);
 * :mod:`~course_lib.training.criterion` - :class:`SetCriterion` (COREBA eq. 8-11): Hungarian
   matching, span L1 / gIoU / label CE, saliency margin, rank-aware contrastive and negative-pair
   losses, auxiliary decoder losses;
 * :mod:`~course_lib.training.loop` - :func:`train`, :func:`evaluate`, :func:`predict`;
 * :mod:`~course_lib.training.checkpoint` - safetensors + json checkpoints, resumable state;
-* :mod:`~course_lib.training.features` - planted synthetic and tiny-CLIP feature sources.
 """
 
 from course_lib.training.checkpoint import (
@@ -16,14 +15,13 @@ from course_lib.training.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from course_lib.training.config import DEFAULT_BEST_METRICS, TrainConfig
+from course_lib.training.config import DEFAULT_BEST_METRICS, MomentTrainingConfig
 from course_lib.training.criterion import (
     SetCriterion,
     forward_with_negatives,
     roll_queries,
     saliency_forward,
 )
-from course_lib.training.features import planted_features, toy_feature_sources
 from course_lib.training.loop import (
     evaluate,
     make_loader,
@@ -38,14 +36,13 @@ from course_lib.training.loop import (
 __all__ = [
     "DEFAULT_BEST_METRICS",
     "SetCriterion",
-    "TrainConfig",
+    "MomentTrainingConfig",
     "evaluate",
     "forward_with_negatives",
     "load_checkpoint",
     "load_training_state",
     "make_loader",
     "make_optimizer",
-    "planted_features",
     "predict",
     "read_checkpoint_info",
     "roll_queries",
@@ -53,7 +50,6 @@ __all__ = [
     "save_checkpoint",
     "save_training_state",
     "selection_score",
-    "toy_feature_sources",
     "train",
     "train_one_epoch",
     "train_step",

@@ -1,10 +1,15 @@
-"""Checkpoints: safetensors weights + json sidecar, and a resumable training state.
+"""Checkpoints: safetensors weights + sha256 manifest + json sidecar, and a resumable state.
 
 Layout for a checkpoint ``<stem>`` (e.g. ``runs/coreba/best``):
 
 * ``<stem>.safetensors`` - the model's ``state_dict`` (no pickle: safe to load from anywhere);
-* ``<stem>.json`` - ``{"model_config", "train_config", "epoch", "metrics", ...,
-  "weights_sha256"}``; the hash is verified on load.
+* ``<stem>.sha256`` - its checksum manifest in ``sha256sum`` format (``<hex>  <stem
+  name>.safetensors``), the convention of every weights file in the course
+  (:func:`course_lib.files.write_manifest`); :func:`load_checkpoint` refuses weights whose hash
+  differs from it, or that have no manifest;
+* ``<stem>.json`` - ``{"model_config", "train_config", "epoch", "metrics", ...}``. Checkpoints
+  written before the manifest existed stored the hash in this json as ``"weights_sha256"``;
+  they load once their manifest is written (the error message says how).
 
 The resume state ``<out_dir>/last_state.pt`` (next to ``last.safetensors`` / ``last.json``) holds
 optimizer, scheduler, epoch, best score and the python / numpy / torch RNG states, all as tensors
@@ -15,7 +20,6 @@ atomically (:func:`course_lib.files.atomic_write`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -28,21 +32,22 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from course_lib.errors import CheckpointError
-from course_lib.files import atomic_write, sha256_file
-from course_lib.training.config import TrainConfig
+from course_lib.files import atomic_write, manifest_path, verify_manifest, write_manifest
+from course_lib.training.config import MomentTrainingConfig
 
 LAST, STATE_FILE, HISTORY_FILE = "last", "last_state.pt", "history.json"
 
 
 def _paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)``; the manifest is ``manifest_path`` of the first."""
     stem = Path(stem)
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def save_checkpoint(
-    stem: str | os.PathLike, model: nn.Module, config: TrainConfig | None, info: dict
+    stem: str | os.PathLike, model: nn.Module, config: MomentTrainingConfig | None, info: dict
 ) -> Path:
-    """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (configs + ``info``) atomically.
+    """Write ``<stem>.safetensors``, its ``<stem>.sha256`` manifest and ``<stem>.json`` atomically.
 
     Args:
         stem: path without suffix; parent directories are created.
@@ -54,16 +59,17 @@ def save_checkpoint(
         The weights path.
     """
     weights, sidecar = _paths(stem)
+    # 1. the weights, then their manifest (hashed from the file as written)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save_safetensors(state)
     with atomic_write(weights, "wb") as handle:
-        handle.write(blob)
+        handle.write(save_safetensors(state))
+    write_manifest(weights)
+    # 2. the json sidecar: configs and the caller's extras
     model_config = getattr(model, "config", None)
     meta = {
         "model_config": dataclasses.asdict(model_config) if model_config is not None else None,
         "train_config": config.to_dict() if config is not None else None,
         **info,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
     with atomic_write(sidecar, "w") as handle:
         json.dump(meta, handle, indent=2, allow_nan=True)
@@ -96,18 +102,16 @@ def load_checkpoint(
         ``(model, info)`` with ``info`` the json sidecar.
 
     Raises:
-        CheckpointError: missing file, SHA256 mismatch, or weights that do not fit the model.
+        CheckpointError: missing file or manifest, SHA256 mismatch, or weights that do not fit
+            the model.
     """
     weights, _ = _paths(stem)
     info = read_checkpoint_info(stem)
     if not weights.is_file():
         raise CheckpointError(f"checkpoint weights {weights} not found")
-    digest = sha256_file(weights)
-    if digest != info.get("weights_sha256"):
-        raise CheckpointError(
-            f"{weights}: SHA256 {digest[:12]}... differs from the sidecar's "
-            f"{str(info.get('weights_sha256'))[:12]}... (corrupted or mismatched file)"
-        )
+    # 1. the hash check comes first: a tampered file is never parsed
+    _check_legacy_manifest(weights, info)
+    verify_manifest(weights)
     if model is None:
         from course_lib.alignment import CorebaConfig, build_model
 
@@ -120,6 +124,27 @@ def load_checkpoint(
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {weights} does not fit the model: {error}") from error
     return model.to(device), info
+
+
+def _check_legacy_manifest(weights: Path, info: dict) -> None:
+    """Refuse, with the fix, a checkpoint whose hash is only in its json (the old convention).
+
+    Args:
+        weights: the ``<stem>.safetensors`` file.
+        info: its json sidecar.
+
+    Raises:
+        CheckpointError: the manifest is missing and the sidecar holds ``weights_sha256``.
+    """
+    manifest = manifest_path(weights)
+    legacy = info.get("weights_sha256")
+    if legacy is not None and not manifest.is_file():
+        raise CheckpointError(
+            f"checksum manifest {manifest} for {weights} is missing: the checkpoint was written "
+            f"with its hash in the json (weights_sha256 {legacy}). If `sha256sum {weights}` "
+            f"prints that hash, write it with `sha256sum {weights.name} > {manifest.name}` "
+            f"in {weights.parent}"
+        )
 
 
 def rng_state() -> dict:
@@ -172,7 +197,7 @@ def save_training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
+    config: MomentTrainingConfig,
     info: dict,
     best_score: float,
 ) -> None:

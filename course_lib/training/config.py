@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from course_lib.errors import DataValidationError
-from course_lib.spans import CLIP_LEN
+from course_lib.timeline import CLIP_LEN
 
 # score used to pick the best checkpoint: the sum of these brief metrics
 DEFAULT_BEST_METRICS = ("MR-full-mAP", "HL-min-VeryGood-mAP")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class MomentTrainingConfig:
     """Optimisation, matching, loss and evaluation hyper-parameters.
 
     Attributes:
@@ -80,20 +80,20 @@ class TrainConfig:
         positive = ("epochs", "batch_size", "lr", "lr_drop", "max_clips", "max_tokens", "clip_len")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise DataValidationError(f"TrainConfig.{name}={getattr(self, name)} must be > 0")
+                raise DataValidationError(f"MomentTrainingConfig.{name}={getattr(self, name)} must be > 0")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise DataValidationError(f"TrainConfig.{f.name}={value} must be >= 0")
+                raise DataValidationError(f"MomentTrainingConfig.{f.name}={value} must be >= 0")
         if self.max_windows < 1 or self.n_saliency_pairs < 1:
-            raise DataValidationError("TrainConfig.max_windows and n_saliency_pairs must be >= 1")
+            raise DataValidationError("MomentTrainingConfig.max_windows and n_saliency_pairs must be >= 1")
         if not self.best_metrics:
-            raise DataValidationError("TrainConfig.best_metrics must name at least one metric")
+            raise DataValidationError("MomentTrainingConfig.best_metrics must name at least one metric")
         # json round trips give lists: keep the field hashable and comparable
         object.__setattr__(self, "best_metrics", tuple(self.best_metrics))
 
     def to_dict(self) -> dict:
-        """Plain-python dict (json-serialisable); ``TrainConfig(**d)`` rebuilds it."""
+        """Plain-python dict (json-serialisable); ``MomentTrainingConfig(**d)`` rebuilds it."""
         out = asdict(self)
         out["best_metrics"] = list(self.best_metrics)
         return out

@@ -30,7 +30,7 @@ from course_lib.grounding import (
     saliency_margin_loss,
     sample_saliency_pairs,
 )
-from course_lib.training.config import TrainConfig
+from course_lib.training.config import MomentTrainingConfig
 
 MOMENT_TERMS = ("span", "giou", "label")
 SALIENCY_TERMS = ("saliency_margin", "rank_contrastive", "neg_pair")
@@ -99,16 +99,16 @@ class SetCriterion(nn.Module):
     """Hungarian matching + weighted moment and saliency losses (COREBA eq. 8-11).
 
     Args:
-        config: the :class:`~course_lib.training.config.TrainConfig` with costs and weights.
+        config: the :class:`~course_lib.training.config.MomentTrainingConfig` with costs and weights.
 
     Attributes:
         weight_dict: weight of every base term; auxiliary terms ``span_0``, ``giou_0``, ... use
             the weight of their base name.
     """
 
-    def __init__(self, config: TrainConfig | None = None) -> None:
+    def __init__(self, config: MomentTrainingConfig | None = None) -> None:
         super().__init__()
-        self.config = c = config or TrainConfig()
+        self.config = c = config or MomentTrainingConfig()
         self.matcher = HungarianMatcher(c.cost_span, c.cost_giou, c.cost_class)
         self.weight_dict = c.loss_weights()
 

@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from course_lib.alignment.decode import clip_saliency, windows_in_seconds
 from course_lib.datasets import MomentDataset, collate_moments
 from course_lib.env import pick_device, seed_everything
 from course_lib.errors import CheckpointError
 from course_lib.metrics import eval_qvhighlights
-from course_lib.spans import num_clips, span_cxw_to_xx
 from course_lib.training.checkpoint import (
     append_history,
     latest_checkpoint_exists,
@@ -34,17 +34,15 @@ from course_lib.training.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from course_lib.training.config import TrainConfig
+from course_lib.training.config import MomentTrainingConfig
 from course_lib.training.criterion import SetCriterion, forward_with_negatives
-
-FOREGROUND = 0
 
 
 def make_loader(
     records: list[dict],
     video_features: Callable | str | os.PathLike,
     query_features: Callable | str | os.PathLike,
-    config: TrainConfig,
+    config: MomentTrainingConfig,
     shuffle: bool = False,
     require_labels: bool = True,
 ) -> DataLoader:
@@ -97,44 +95,11 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def windows_in_seconds(
-    spans: torch.Tensor, logits: torch.Tensor, n_real: int, duration: float, config: TrainConfig
-) -> list[list[float]]:
-    """One sample's predictions -> ``[[st, ed, score], ...]`` sorted by foreground probability.
-
-    Spans ``(center, width)`` are normalised by the feature length ``n_real * clip_len``
-    (moment_detr coding); windows are clipped to ``[0, duration]``, empty ones dropped, and the
-    ``config.max_windows`` most confident kept.
-    """
-    scores = logits.softmax(-1)[:, FOREGROUND]
-    xx = span_cxw_to_xx(spans) * (n_real * config.clip_len)
-    xx = xx.clamp(0.0, float(duration))
-    order = torch.argsort(scores, descending=True, stable=True)
-    windows = []
-    for q in order.tolist():
-        st, ed = round(float(xx[q, 0]), 4), round(float(xx[q, 1]), 4)
-        if ed > st:
-            windows.append([st, ed, round(float(scores[q]), 6)])
-    return windows[: config.max_windows]
-
-
-def clip_saliency(scores: torch.Tensor, n_real: int, duration: float) -> list[float]:
-    """One saliency score per 2-s clip of the video (``int(duration / 2)``, the official count).
-
-    Feature clips beyond that count are dropped; missing ones (a video cut by ``max_clips``) get
-    the lowest predicted score.
-    """
-    expected = num_clips(duration)
-    real = [round(float(s), 6) for s in scores[:n_real].tolist()]
-    fill = min(real) if real else 0.0
-    return (real + [fill] * expected)[:expected]
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
     loader: DataLoader,
-    config: TrainConfig | None = None,
+    config: MomentTrainingConfig | None = None,
     progress: bool | None = None,
 ) -> list[dict]:
     """Official QVHighlights submission dicts for every record of ``loader``.
@@ -142,7 +107,7 @@ def predict(
     Args:
         model: a :class:`~course_lib.alignment.CorebaModel` (put in eval mode here, restored after).
         loader: batches from :func:`make_loader` (any order).
-        config: ``clip_len`` and ``max_windows`` (default :class:`TrainConfig`).
+        config: ``clip_len`` and ``max_windows`` (default :class:`MomentTrainingConfig`).
         progress: show a tqdm bar (default ``config.progress``).
 
     Returns:
@@ -150,7 +115,7 @@ def predict(
         "pred_saliency_scores": [one float per 2-s clip]}, ...]``; windows in seconds, sorted by
         foreground probability (they pass :func:`course_lib.metrics.validate_submission`).
     """
-    config = config or TrainConfig()
+    config = config or MomentTrainingConfig()
     show = config.progress if progress is None else progress
     device, was_training = _model_device(model), model.training
     model.eval()
@@ -169,7 +134,7 @@ def predict(
                         "query": rec["query"],
                         "vid": rec["vid"],
                         "pred_relevant_windows": windows_in_seconds(
-                            spans, logits, n_real[i], duration, config
+                            spans, logits, n_real[i], duration, config.clip_len, config.max_windows
                         ),
                         "pred_saliency_scores": clip_saliency(
                             out["saliency_scores"][i].cpu(), n_real[i], duration
@@ -182,7 +147,7 @@ def predict(
 
 
 def evaluate(
-    model: nn.Module, loader: DataLoader, config: TrainConfig | None = None
+    model: nn.Module, loader: DataLoader, config: MomentTrainingConfig | None = None
 ) -> dict[str, float]:
     """Chapter-3 metrics (``eval_qvhighlights``'s brief dict) of the model on ``loader``.
 
@@ -205,7 +170,7 @@ def selection_score(metrics: dict[str, float], names: tuple[str, ...]) -> float:
 
 
 def make_optimizer(
-    model: nn.Module, config: TrainConfig
+    model: nn.Module, config: MomentTrainingConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW (lr 1e-4, weight decay 1e-4) and a StepLR stepped once per epoch (QD-DETR)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -239,7 +204,7 @@ def train_one_epoch(
     loader: DataLoader,
     criterion: SetCriterion,
     optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
+    config: MomentTrainingConfig,
     epoch: int = 0,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of every loss term (weighted by batch size)."""
@@ -262,7 +227,7 @@ def train(
     model: nn.Module,
     train_loader: DataLoader,
     val_loader: DataLoader | None,
-    config: TrainConfig,
+    config: MomentTrainingConfig,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> list[dict]:
@@ -271,7 +236,7 @@ def train(
     Args:
         model: the model to train (moved to ``config.device``).
         train_loader: shuffled training batches; val_loader: validation batches (or None).
-        config: hyper-parameters (:class:`TrainConfig`).
+        config: hyper-parameters (:class:`MomentTrainingConfig`).
         out_dir: where ``best.*`` (highest ``config.best_metrics`` sum) and ``last.*`` (resume
             state) checkpoints go; None = no checkpoints.
         resume: continue from ``out_dir/last.*`` (epoch, optimizer, scheduler, RNG states);
