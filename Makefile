@@ -56,10 +56,7 @@ unit: $(STAMP)
 unit-fast: $(STAMP)
 	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest -m "not slow" tests
 
-nbval-results: $(STAMP)
-	$(PY) scripts/make_results.py
-
-solutions: $(STAMP)
+nbval-solutions: $(STAMP)
 	COURSE_FAST=1 COURSE_OFFLINE=1 $(PY) -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider solutions
 

@@ -43,11 +43,13 @@ class Row(NamedTuple):
         file: path relative to the data folder, with ``/`` separators.
         sha256: the checksum prefix the row shows (without backticks).
         line: index of the row in the README's lines (0-based).
+        command: the first backtick-quoted command of the "produced by" cell ("" if none).
     """
 
     file: str
     sha256: str
     line: int
+    command: str = ""
 
 
 def split_cells(line: str) -> list[str] | None:
@@ -102,7 +104,15 @@ def parse_index(text: str) -> list[Row]:
             break
         if len(cells) != len(COLUMNS):
             raise ValueError(f"line {number + 1}: {len(cells)} cells, expected {len(COLUMNS)}")
-        rows.append(Row(file=unquote(cells[0]), sha256=unquote(cells[-1]), line=number))
+        command = re.search(r"`([^`]+)`", cells[COLUMNS.index("produced by")])
+        rows.append(
+            Row(
+                file=unquote(cells[0]),
+                sha256=unquote(cells[-1]),
+                line=number,
+                command=command.group(1) if command else "",
+            )
+        )
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: corpus moment retrieval on the toy corpus -- segment-only vs two-stage vs exhaustive.
+"""Corpus moment retrieval on the toy corpus (chapter 6): segment-only vs two-stage vs exhaustive.
 
 On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with tiny-CLIP clip features
 (cached through :class:`course_lib.clip.FeatureCache`), evaluates three pipelines

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from data_index import INDEX_NAME, parse_index
 
-from course_lib.files import atomic_write
+from course_lib.errors import CheckpointError
+from course_lib.files import atomic_write, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data"
@@ -45,18 +47,6 @@ HEADLINE_METRICS = ("MR-full-mAP", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1"
 #: Columns of the chapter-5 headline table.
 HEADLINE_HEADER = ("file", "features", "metric", "COREBA test", "baseline test", "difference",
                    "moving-view baseline test", "difference")  # fmt: skip
-#: Commands that wrote the chapter-6 CSVs (the files do not store them; benchmarks/README.md).
-BENCH_COMMANDS = {
-    "corpus_eval.csv": "python scripts/eval_corpus.py",
-    "corpus_eval_coreba.csv": "python scripts/eval_corpus.py --localiser coreba "
-    "--pipelines segment_only two_stage chance --out data/bench/corpus_eval_coreba.csv",
-    "corpus_eval_coreba_exhaustive.csv": "python scripts/eval_corpus.py --localiser coreba "
-    "--n-queries 50 --pipelines segment_only two_stage exhaustive chance "
-    "--out data/bench/corpus_eval_coreba_exhaustive.csv",
-    "index_scale.csv": "python benchmarks/bench_index_scale.py",
-}
-#: The tiny CLIP's documented training command (its history file does not store one).
-TINY_CLIP_COMMAND = "python scripts/train_tiny_clip.py --out data/tiny_clip.safetensors"
 #: Indexes of index_scale.csv that are exact references, not approximate indexes.
 EXACT_INDEXES = ("dense_numpy", "dense_torch", "flat")
 #: Recall@100 an approximate index must reach to count (the chapter-6 target).
@@ -163,6 +153,21 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def index_commands(data_dir: Path) -> dict[str, str]:
+    """The command that produced each file, from the "produced by" column of ``data/README.md``.
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        File path relative to ``data_dir`` -> command; empty when the folder has no index.
+    """
+    index = data_dir / INDEX_NAME
+    if not index.is_file():
+        return {}
+    return {row.file: row.command for row in parse_index(index.read_text(encoding="utf-8"))}
+
+
 def relative(path: Path, data_dir: Path) -> str:
     """The path as the page names it: ``data/<path inside the data directory>``.
 
@@ -183,13 +188,12 @@ def tiny_clip_digest(data_dir: Path) -> str | None:
         data_dir: the data directory.
 
     Returns:
-        The hex digest, or None when the manifest is missing or empty.
+        The hex digest, or None when the manifest is missing or malformed.
     """
-    manifest = data_dir / "tiny_clip.sha256"
-    if not manifest.is_file():
+    try:
+        return read_manifest(data_dir / "tiny_clip.safetensors")
+    except CheckpointError:
         return None
-    words = manifest.read_text(encoding="utf-8").split()
-    return words[0].lower() if words else None
 
 
 def weights_of(identity: str) -> str:
@@ -222,29 +226,26 @@ def header_section() -> str:
             "(`make results`) from the committed result files under `data/` only. Do not edit "
             "this page by hand: `python scripts/make_results.py --check` fails when it differs "
             "from what the files say. Every table names the files it reads and the command that "
-            "wrote them; commands are quoted as the files record them, so a file written before "
-            "a script moved names the script's old path. Metrics are in percent, as the official "
-            f"scripts print them, rounded to two decimals; {MISSING} marks a value a file does "
-            "not record, or records as NaN (undefined).",
+            "wrote them (quoted from the file where it records one). Metrics are in percent, "
+            f"as the official scripts print them, rounded to two decimals; {MISSING} marks a "
+            "value a file does not record, or records as NaN (undefined).",
             "",
         ]
     )
 
 
-def weights_rows(data_dir: Path) -> list[tuple[str, str]]:
+def weights_rows(data_dir: Path, runs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """The tiny-CLIP weights every result file says it was computed with.
 
     Args:
         data_dir: the data directory.
+        runs: :func:`load_runs` output.
 
     Returns:
         ``(file, weights hash prefix)`` pairs, sorted by file.
     """
-    rows = []
-    for path in sorted(data_dir.glob("coreba_toy*.json")):
-        identity = read_json(path).get("clip_identity")
-        if identity:
-            rows.append((relative(path, data_dir), weights_of(identity)))
+    rows = [(name, weights_of(run["clip_identity"])) for name, run in runs.items()
+            if run.get("clip_identity")]  # fmt: skip
     columns = {"coreba_ablation*.csv": "clip weights", "bench/corpus_eval*.csv": "clip_weights"}
     for pattern, column in columns.items():
         for path in sorted(data_dir.glob(pattern)):
@@ -254,11 +255,12 @@ def weights_rows(data_dir: Path) -> list[tuple[str, str]]:
     return sorted(rows)
 
 
-def provenance_section(data_dir: Path) -> str:
+def provenance_section(data_dir: Path, runs: dict[str, dict[str, Any]]) -> str:
     """Which tiny CLIP each result was computed with, compared with the committed one.
 
     Args:
         data_dir: the data directory.
+        runs: :func:`load_runs` output.
 
     Returns:
         Markdown text.
@@ -267,7 +269,7 @@ def provenance_section(data_dir: Path) -> str:
     committed = digest[:16] if digest else None
     rows = [
         [name, f"`{weights}`", MISSING if committed is None else fmt(weights == committed)]
-        for name, weights in weights_rows(data_dir)
+        for name, weights in weights_rows(data_dir, runs)
     ]
     table = markdown_table(["file", "tiny-CLIP weights", "committed tiny CLIP"], rows, left=3)
     return "\n".join(
@@ -336,7 +338,8 @@ def chapter1_section(data_dir: Path) -> str:
     history = read_json(path)
     lines += ["Training record of `data/tiny_clip.safetensors`:", ""]
     lines += [markdown_table(["setting", "value"], tiny_clip_rows(history)), ""]
-    lines += [source_line([relative(path, data_dir)], TINY_CLIP_COMMAND), ""]
+    command = index_commands(data_dir).get("tiny_clip.safetensors")
+    lines += [source_line([relative(path, data_dir)], command), ""]
     if history.get("note"):
         lines += ["The file's note:", "", f"> {history['note']}", ""]
     return "\n".join(lines)
@@ -553,16 +556,16 @@ def ablation_section(path: Path, data_dir: Path) -> str:
     )
 
 
-def chapter5_section(data_dir: Path) -> str:
+def chapter5_section(data_dir: Path, runs: dict[str, dict[str, Any]]) -> str:
     """Chapter 5: the committed COREBA checkpoints and the ablation grid.
 
     Args:
         data_dir: the data directory.
+        runs: :func:`load_runs` output.
 
     Returns:
         Markdown text.
     """
-    runs = load_runs(data_dir)
     lines = ["## Chapter 5: COREBA on the toy world", ""]
     if runs:
         names = list(runs)
@@ -625,7 +628,7 @@ def corpus_section(path: Path, data_dir: Path) -> str:
             "",
             corpus_table(frame),
             "",
-            source_line([name], BENCH_COMMANDS.get(path.name)),
+            source_line([name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())),
             "",
         ]
     )
@@ -707,7 +710,7 @@ def index_section(path: Path, data_dir: Path) -> str:
             "",
             markdown_table(header, index_rows(best_settings(frame)), left=4),
             "",
-            source_line([name], BENCH_COMMANDS.get(path.name)),
+            source_line([name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())),
             "",
         ]
     )
@@ -770,11 +773,12 @@ def render(data_dir: Path = DEFAULT_DATA) -> str:
     Returns:
         The page, ending with exactly one newline.
     """
+    runs = load_runs(data_dir)
     parts = [
         header_section(),
-        provenance_section(data_dir),
+        provenance_section(data_dir, runs),
         chapter1_section(data_dir),
-        chapter5_section(data_dir),
+        chapter5_section(data_dir, runs),
         chapter6_section(data_dir),
         other_chapters_section(),
     ]

@@ -5,23 +5,29 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "make_results.py"
 #: The result files the page is generated from (weights files are not needed).
-RESULT_PATTERNS = ("*.json", "*.csv", "*.sha256")
+RESULT_PATTERNS = ("*.json", "*.csv", "*.sha256", "README.md")
 
 
 @pytest.fixture(scope="module")
 def make_results() -> ModuleType:
-    """scripts/make_results.py imported by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """scripts/make_results.py imported by path (scripts/ is not a package; it imports its sibling
+    ``data_index`` as it does when run from the shell)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
     return module
 
 
