@@ -1,0 +1,70 @@
+"""Train the tiny video-text encoder of chapter 1 on toy-world clips, then measure it on validation.
+
+The run directory keeps the run state and resumes; ``--max-minutes`` stops (after saving) so a
+long run can be split over several sessions. At the end the script prints the validation
+measurements of :func:`course_lib.experiments.ch01_video_encoder.evaluate` as one JSON line.
+
+Design comparison on validation (same steps, batch, data and seed; one torch thread each)::
+
+    python scripts/train_video_encoder.py --fusion early --steps 800 --run-dir .cache/video_early
+    python scripts/train_video_encoder.py --fusion late --steps 800 --run-dir .cache/video_late
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from course_lib.clip.video_encoder import FUSIONS, VideoTowerConfig
+from course_lib.experiments.ch01_video_encoder import VideoTrainingConfig, evaluate, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fusion", choices=FUSIONS, default="early")
+    parser.add_argument("--no-differences", action="store_true", help="early fusion: frames only")
+    parser.add_argument("--steps", type=int, default=VideoTrainingConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=VideoTrainingConfig.batch_size)
+    parser.add_argument("--train-videos", type=int, default=VideoTrainingConfig.train_videos)
+    parser.add_argument("--warmup", type=int, default=VideoTrainingConfig.warmup)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-init", action="store_true", help="do not inflate the tiny CLIP")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--eval-videos", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train (or resume), then print the validation measurements as JSON."""
+    from course_lib.env import pin_cpu_numerics
+
+    pin_cpu_numerics()
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tower = VideoTowerConfig(fusion=args.fusion, differences=not args.no_differences)
+    config = VideoTrainingConfig(
+        tower=tower,
+        train_videos=args.train_videos,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        seed=args.seed,
+        inflate=not args.random_init,
+    )
+    max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
+    model, tokenizer, history = train(config, args.run_dir, max_seconds)
+    if len(history) < config.steps:
+        print(f"stopped at step {len(history)} of {config.steps}; rerun the command to resume")
+        return
+    result = evaluate(model, tokenizer, tower.frames, "val", args.eval_videos)
+    print(json.dumps({"fusion": args.fusion, "differences": tower.differences, **result}))
+
+
+if __name__ == "__main__":
+    main()
