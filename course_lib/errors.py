@@ -31,3 +31,17 @@ class OfflineError(CourseError):
 
 class NotebookFormatError(CourseError, ValueError):
     """A solution notebook has malformed exercise markers (names notebook and cell)."""
+
+
+class LockTimeoutError(CourseError, TimeoutError):
+    """A folder stayed locked by another process past the timeout (names folder and holder).
+
+    Attributes:
+        folder: the locked folder.
+        holder: who holds the lock, e.g. ``"process 1234 on myhost"``.
+    """
+
+    def __init__(self, message: str, folder=None, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.holder = holder

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=VideoTrainingConfig.batch_size)
     parser.add_argument("--train-videos", type=int, default=VideoTrainingConfig.train_videos)
     parser.add_argument("--warmup", type=int, default=VideoTrainingConfig.warmup)
+    parser.add_argument("--lr", type=float, default=VideoTrainingConfig.lr)
+    parser.add_argument("--text-lr", type=float, default=VideoTrainingConfig.text_lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-init", action="store_true", help="do not inflate the tiny CLIP")
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         steps=args.steps,
         warmup=args.warmup,
+        lr=args.lr,
+        text_lr=args.text_lr,
         seed=args.seed,
         inflate=not args.random_init,
     )

@@ -23,14 +23,15 @@ Semantics worth knowing:
   :class:`UnsupportedIndexOperation` (rebuild the index without the video instead).
 * **Files.** ``save(path)`` writes the faiss index to ``path`` and the metadata to
   ``path + ".meta.npz"``, both atomically; ``load`` checks version, dimension, metric and size.
+  :func:`index_checksums` gives the SHA256 of both files, and :func:`checksum_mismatch` names
+  the file that no longer matches recorded checksums (an index edited after it was saved: the
+  size checks of ``load`` cannot see changed vectors).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -40,7 +41,7 @@ import numpy as np
 
 from course_lib.corpus.segments import Projector, SegmentTable, l2_normalize, segment_videos
 from course_lib.errors import CourseError, DataValidationError
-from course_lib.files import atomic_save_npz
+from course_lib.files import atomic_path, atomic_save_npz, sha256_file
 
 INDEX_FORMAT_VERSION = 1
 METRIC = "inner_product"
@@ -444,17 +445,9 @@ class SegmentIndex:
         if self._index is None:
             raise DataValidationError("cannot save an empty segment index (no videos added)")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # faiss writes by file name: write a temporary file in the same directory, then rename
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        # faiss writes by file name: a temporary file in the same directory, renamed on success
+        with atomic_path(path) as tmp:
             _faiss().write_index(self._index, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         meta = metadata_path(path)
         atomic_save_npz(
             meta,
@@ -524,6 +517,49 @@ _META_KEYS = {
     "starts",
     "ends",
 }
+
+
+def index_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files :meth:`SegmentIndex.save` writes: the faiss index and its metadata."""
+    return Path(path), metadata_path(path)
+
+
+def index_checksums(path: str | os.PathLike) -> dict[str, str]:
+    """SHA256 of the index file ``path`` and of its metadata file, by file name.
+
+    Args:
+        path: the faiss index file written by :meth:`SegmentIndex.save`.
+
+    Returns:
+        ``{"segments.faiss": hex, "segments.faiss.meta.npz": hex}`` for ``path = segments.faiss``.
+    """
+    return {p.name: sha256_file(p) for p in index_files(path)}
+
+
+def checksum_mismatch(path: str | os.PathLike, expected: Mapping[str, str]) -> str | None:
+    """Which index file differs from the checksums recorded when it was saved.
+
+    Args:
+        path: the faiss index file.
+        expected: :func:`index_checksums` as recorded at save time.
+
+    Returns:
+        None when both files match, else a reason naming the first file that is missing or
+        whose SHA256 differs.
+    """
+    for p in index_files(path):
+        want = expected.get(p.name)
+        if want is None:
+            return f"segment index file {str(p)!r} has no recorded checksum"
+        if not p.is_file():
+            return f"segment index file {str(p)!r} does not exist"
+        actual = sha256_file(p)
+        if actual != want:
+            return (
+                f"segment index file {str(p)!r} was modified after it was saved "
+                f"(SHA256 {actual[:12]}..., recorded {want[:12]}...)"
+            )
+    return None
 
 
 def _check_equal(path: Path, what: str, a, b, a_name: str, b_name: str) -> None:

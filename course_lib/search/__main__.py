@@ -3,9 +3,18 @@
     python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder tiny|ViT-B-32] [--fps 0.5]
     python -m course_lib.search query INDEX_DIR "a red circle moves left" [MORE QUERIES] -k 5 [--json]
 
-``index`` is resumable (re-run it after a crash or Ctrl-C: finished videos are skipped), prints a
-summary of skipped (unreadable) files at the end and exits 0 when at least one video is indexed,
-1 when none could be. Exit code 2: bad arguments, or weights that cannot be downloaded offline.
+``index`` is resumable (re-run it after a crash or Ctrl-C: finished videos are skipped). Every
+file that cannot be indexed (unreadable or not a video, a FIFO, a dangling link or a link loop, a
+name that is not valid UTF-8) is skipped and named, by its own path, in the summary printed at the
+end. Several ``index`` and ``query`` runs may use one index folder at once (see
+:mod:`course_lib.search.engine`); each waits at most ``--lock-timeout`` seconds for the others.
+
+Exit codes: 0 when at least one video of VIDEO_DIR is indexed (or the queries were answered);
+1 when none could be indexed, or on an error of the index folder (another process holding its lock
+past the timeout, a full disk, another encoder's index), with a one-line message and no traceback;
+2 for bad arguments (e.g. ``-k 0`` or ``--videos 0``: both must be positive integers) or weights
+that cannot be downloaded offline; 130 when interrupted (Ctrl-C).
+
 ``query`` prints a table per query, or with ``--json`` a JSON list
 ``[{"query": ..., "results": [{"rank", "vid", "path", "start", "end", "score", ...}]}]``.
 """
@@ -18,6 +27,29 @@ import sys
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (0 is refused, never read as a default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    """The ``--lock-timeout`` option (seconds to wait for another process using the folder)."""
+    from course_lib.search.build import LOCK_TIMEOUT_S
+
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT_S,
+        help=f"seconds to wait while another process writes the index (default {LOCK_TIMEOUT_S:g})",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,19 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     idx.add_argument("--pretrained", default="openai", help="pretrained tag or weights file")
     idx.add_argument("--fps", type=float, default=0.5, help="frames sampled per second (>= 0.5)")
-    idx.add_argument("--batch-size", type=int, default=64, help="frames per encoder pass")
+    idx.add_argument("--batch-size", type=positive_int, default=64, help="frames per encoder pass")
     idx.add_argument("--index-kind", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"))
     idx.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     idx.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    idx.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    idx.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    _add_lock_timeout(idx)
     qry = sub.add_parser("query", help="search an index")
     qry.add_argument("index_dir", help="index folder written by `index`")
     qry.add_argument("queries", nargs="+", help="one or more sentences")
-    qry.add_argument("-k", type=int, default=10, help="moments per query")
-    qry.add_argument("--videos", type=int, default=None, help="videos localised in stage 2")
+    qry.add_argument("-k", type=positive_int, default=10, help="moments per query")
+    qry.add_argument(
+        "--videos",
+        type=positive_int,
+        default=None,
+        help="videos localised in stage 2 (default: the engine's top_k_videos, 10)",
+    )
     qry.add_argument("--json", action="store_true", help="machine-readable output")
     qry.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
-    qry.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    qry.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    _add_lock_timeout(qry)
     return parser
 
 
@@ -66,7 +105,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from course_lib.corpus.index import IndexConfig
-    from course_lib.search.build import NothingIndexedError
+    from course_lib.search.build import NothingIndexedError, printable
     from course_lib.search.engine import MomentSearch
 
     if not Path(args.video_dir).is_dir():
@@ -82,9 +121,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             fps=args.fps,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            lock_timeout=args.lock_timeout,
         )
     except NothingIndexedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     print(engine.summary.format())
     print(f"index: {args.out} ({len(engine.vids)} videos, {engine.index.ntotal} segments)")
@@ -104,7 +144,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     """``query``: search an index, print a table (or JSON) per query."""
     from course_lib.search.engine import MomentSearch
 
-    engine = MomentSearch.load(args.index_dir, encoder=_load_encoder(args))
+    engine = MomentSearch.load(
+        args.index_dir, encoder=_load_encoder(args), lock_timeout=args.lock_timeout
+    )
     out = []
     for text in args.queries:
         res = engine.search(text, k=args.k, top_k_videos=args.videos, thumbnails=False)
@@ -134,6 +176,7 @@ def _load_encoder(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (errors are one line on stderr, no traceback)."""
     from course_lib.errors import CourseError, OfflineError
+    from course_lib.search.build import printable
 
     args = _parser().parse_args(argv)
     if args.threads is not None:
@@ -145,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OfflineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (CourseError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CourseError, OSError, ValueError) as exc:  # OSError: also a full disk, no permission
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(

@@ -16,19 +16,36 @@ toy-world ids, or a toy-world corpus dict. Each video is processed on its own:
 Resumability: the manifest is the only truth about what is finished. A crash or Ctrl-C loses at
 most the video being processed; a re-run skips every video the manifest lists as done (and whose
 source file is unchanged: same size and modification time), and never reads a stray temporary
-file, because readers open the final names only and those appear by atomic rename. Unreadable
-files (:class:`~course_lib.errors.VideoReadError`) are skipped and reported, never fatal.
+file, because readers open the final names only and those appear by atomic rename. A file that
+cannot be indexed (unreadable or not a video, a FIFO, a dangling link or a link loop, a name that
+is not valid UTF-8) is skipped and named in the summary, never fatal.
+
+Concurrency: every change of the manifest happens under the folder's lock
+(:func:`course_lib.files.folder_lock`, lock file ``index.lock``) as read - change - write
+(:func:`update_manifest`), so two processes that index into one folder merge their videos instead
+of overwriting each other's. Temporary files carry their writer's pid; only those of dead
+processes are removed (:func:`remove_stray_temporaries`).
+
+Video ids (:func:`vid_for_path`): a file's id is its path relative to the first source folder
+(*root*) of the index that contains it. The first folder ever indexed has an empty tag, so its ids
+are plain relative paths (``sub/a.mp4``; indexes built before tags existed keep their ids); every
+further folder gets a tag ``<folder name>@<6 hex of its path>`` that prefixes its ids
+(``holiday@3fa2c1/a.mp4``). A second folder's ``a.mp4`` therefore never replaces the first's.
+Files outside every root are named by their absolute path, toy-world videos by their id.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +62,8 @@ FEATURES_DIR = "features"
 THUMBS_DIR = "thumbs"
 DEFAULT_FPS = 0.5  # one frame per 2-s clip
 DEFAULT_THUMB_SIDE = 48  # pixels, longer side of the stored per-clip thumbnails
+#: Seconds a process waits for another one's lock on an index folder before giving up.
+LOCK_TIMEOUT_S = 300.0
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .ogv .3gp .gif".split()
 )
@@ -69,9 +88,11 @@ class VideoItem:
     """One video to index.
 
     Attributes:
-        vid: display id: the path relative to the source folder, or a toy-world id.
+        vid: display id: the path relative to its source folder (see :func:`vid_for_path`), or a
+            toy-world id.
         key: file-name-safe store name of its feature and thumbnail files.
-        path: absolute file path, or ``None`` for a toy-world video rendered on the fly.
+        path: absolute file path (a symbolic link stays the link), or ``None`` for a toy-world
+            video rendered on the fly.
     """
 
     vid: str
@@ -79,28 +100,78 @@ class VideoItem:
     path: str | None
 
 
+#: One source folder of an index: ``{"tag": "", "path": "/abs/folder"}`` (see the module doc).
+Root = Mapping[str, str]
+
+
 def store_key(vid: str) -> str:
-    """A safe, unique file name for a video id (readable name + short hash of the id)."""
+    """A safe, unique file name for a video id (readable name + short hash of the id).
+
+    Ids of files whose names are not valid UTF-8 carry surrogate escapes; they are hashed as the
+    original bytes.
+    """
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(vid).name)
-    digest = hashlib.sha1(vid.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(vid.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     return f"{name[:80]}-{digest}"
 
 
-def file_item(path: str | os.PathLike, root: str | os.PathLike | None = None) -> VideoItem:
-    """The :class:`VideoItem` of a file: vid = path relative to ``root`` (if inside it)."""
-    p = Path(path).resolve()
-    vid = p.as_posix()
-    if root is not None:
+def printable(name: str) -> str:
+    """A name for messages: bytes that are not valid UTF-8 shown as ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def source_path(path: str | os.PathLike) -> str:
+    """Absolute path of a source file: its folders resolved, the file itself not followed.
+
+    A symbolic link is named by its own path (never by its target), and a link loop cannot make
+    this fail: only the parent folder is resolved, and a folder that cannot be (a loop among the
+    folders) is kept as given.
+    """
+    p = Path(os.path.abspath(os.fspath(path)))
+    try:
+        return str(p.parent.resolve() / p.name)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop among the folders (< 3.13)
+        return str(p)
+
+
+def vid_for_path(path: str, roots: Sequence[Root]) -> str:
+    """Id of a file: its path relative to the first root containing it, behind that root's tag.
+
+    Args:
+        path: :func:`source_path` of the file.
+        roots: the index's source folders in registration order.
+
+    Returns:
+        ``rel/path.mp4`` (untagged root), ``tag/rel/path.mp4``, or ``path`` itself when no root
+        contains it.
+    """
+    for root in roots:
         try:
-            vid = p.relative_to(Path(root).resolve()).as_posix()
+            rel = Path(path).relative_to(root["path"]).as_posix()
         except ValueError:
-            pass  # outside the root: keep the absolute path
-    return VideoItem(vid, store_key(vid), str(p))
+            continue
+        return f"{root['tag']}/{rel}" if root["tag"] else rel
+    return path
+
+
+def file_item(path: str | os.PathLike, roots: Sequence[Root] = ()) -> VideoItem:
+    """The :class:`VideoItem` of a file, its id relative to ``roots`` (:func:`vid_for_path`)."""
+    p = source_path(path)
+    vid = vid_for_path(p, roots)
+    return VideoItem(vid, store_key(vid), p)
+
+
+def source_root(source: object) -> Path | None:
+    """The resolved folder of a folder source, None for any other source."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return Path(source).resolve()
+    return None
 
 
 def discover_videos(
     source: str | os.PathLike | Sequence[str] | Mapping[str, Any],
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    roots: Sequence[Root] | None = None,
 ) -> tuple[list[VideoItem], list[str], Path | None]:
     """List the videos of a source.
 
@@ -108,37 +179,89 @@ def discover_videos(
         source: a folder (searched recursively, hidden files ignored), one video file, a list
             of files and/or toy-world ids, or a toy-world corpus dict (``{"videos": [...]}``).
         extensions: file suffixes (lower case, with the dot) that count as videos in a folder.
+        roots: the source folders ids are relative to (:func:`vid_for_path`); default: the
+            folder of a folder source, untagged.
 
     Returns:
         ``(items, ignored, root)``: videos sorted by vid, files of a folder that were ignored
-        (no video suffix), and the folder that vids are relative to (None for lists).
+        (no video suffix), and the folder of a folder source (None for lists).
     """
     exts = {e.lower() for e in extensions}
     if isinstance(source, Mapping):  # a toy-world corpus
         vids = [v["vid"] if isinstance(v, Mapping) else v for v in source.get("videos", [])]
         return [VideoItem(v, v, None) for v in sorted(set(vids))], [], None
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        root = Path(source).resolve()
-        items, ignored = [], []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue  # hidden files, our own temporary files
-                p = Path(dirpath) / name
-                if p.suffix.lower() in exts:
-                    items.append(file_item(p, root))
-                else:
-                    ignored.append(p.relative_to(root).as_posix())
+    root = source_root(source)
+    if root is not None:
+        roots = roots if roots is not None else [{"tag": "", "path": str(root)}]
+        items, ignored = _walk_folder(root, exts, roots)
         return sorted(items, key=lambda it: it.vid), ignored, root
     if isinstance(source, (str, os.PathLike)):
         source = [os.fspath(source)]
     items = []
     for name in source:
         name = os.fspath(name)
-        items.append(VideoItem(name, name, None) if is_toy_vid(name) else file_item(name))
+        items.append(
+            VideoItem(name, name, None) if is_toy_vid(name) else file_item(name, roots or ())
+        )
     unique = {it.vid: it for it in items}
     return sorted(unique.values(), key=lambda it: it.vid), [], None
+
+
+def _walk_folder(
+    root: Path, exts: set[str], roots: Sequence[Root]
+) -> tuple[list[VideoItem], list[str]]:
+    """Video files (by suffix; links, FIFOs and all) and ignored files of a folder tree."""
+    items, ignored = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue  # hidden files, our own temporary files
+            p = Path(dirpath) / name
+            if p.suffix.lower() in exts:
+                items.append(file_item(p, roots))
+            else:
+                ignored.append(p.relative_to(root).as_posix())
+    return items, ignored
+
+
+def check_source_file(path: str) -> os.stat_result:
+    """Refuse a source file that cannot be indexed, before anything opens it.
+
+    Args:
+        path: :func:`source_path` of the file.
+
+    Returns:
+        Its ``os.stat`` (links followed), the stamp recorded in the manifest.
+
+    Raises:
+        VideoReadError: the name is not valid UTF-8, the file is a dangling link or a link
+            loop, or it is not a regular file (FIFO, socket, device, folder); the message says
+            which.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VideoReadError(
+            "the file name (or a folder name on its path) is not valid UTF-8; rename it to index it"
+        ) from None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise VideoReadError(_stat_failure(path, exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder, device or socket"
+        raise VideoReadError(f"not a regular file ({kind})")
+    return st
+
+
+def _stat_failure(path: str, exc: OSError) -> str:
+    """Why ``os.stat`` of a source file failed, in words."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return f"dangling symbolic link (its target {printable(os.readlink(path))} does not exist)"
+    return f"cannot read the file ({exc.strerror or exc})"
 
 
 # ----------------------------------------------------------------------------- frames
@@ -210,7 +333,9 @@ def extract_video(
 
     from course_lib.clip.features import pool_clip_features
 
-    probed = _probe_duration(item)  # fails fast on non-videos
+    name = item.path or item.vid
+    with _reading(name):
+        probed = _probe_duration(item)  # fails fast on non-videos
     batch: list[np.ndarray] = []
     feats: list[np.ndarray] = []
     clip_ids: list[int] = []
@@ -222,7 +347,7 @@ def extract_video(
         batch.clear()
 
     # 1. stream frames; remember each clip's first frame as its thumbnail
-    for t, frame in iter_sampled_frames(item, fps, max_side, timeout_s):
+    for t, frame in _checked(iter_sampled_frames(item, fps, max_side, timeout_s), name):
         clip = int(math.floor(t / clip_len + _EPS))
         thumbs.setdefault(clip, make_thumbnail(frame, thumb_side))
         batch.append(frame)
@@ -244,6 +369,27 @@ def extract_video(
         strip.append(last)
     duration = n_clips * clip_len if probed <= 0 else min(probed, n_clips * clip_len)
     return VideoFeatures(pooled, np.stack(strip), float(duration), len(clip_ids))
+
+
+@contextlib.contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Turn an OS or format error of reading a source file into a VideoReadError naming it."""
+    try:
+        yield
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise VideoReadError(
+            f"cannot read {printable(name)} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _checked(frames: Iterator[tuple[float, np.ndarray]], name: str) -> Iterator:
+    """The frames of a reader, its failures reported as VideoReadError (the encoder's are not)."""
+    while True:
+        with _reading(name):
+            nxt = next(frames, None)
+        if nxt is None:
+            return
+        yield nxt
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -310,9 +456,42 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
         json.dump(manifest, handle, indent=1, sort_keys=True)
 
 
+def update_manifest(
+    out_dir: str | os.PathLike,
+    change: Callable[[dict], object],
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> dict:
+    """Change the manifest on disk: under the folder's lock, re-read it, apply ``change``, write.
+
+    Re-reading under the lock is what merges concurrent writers: each applies only its own
+    change to the newest manifest, so nobody's videos are lost (no last writer wins).
+
+    Args:
+        out_dir: the index folder.
+        change: edits the manifest dict in place.
+        lock_timeout: seconds to wait for another process's lock.
+
+    Returns:
+        The manifest as written.
+
+    Raises:
+        CourseError: the folder has no manifest.
+        LockTimeoutError: another process held the lock too long (names folder and pid).
+    """
+    from course_lib.files import folder_lock
+
+    with folder_lock(out_dir, lock_timeout):
+        manifest = read_manifest(out_dir)
+        if manifest is None:
+            raise CourseError(f"index folder {out_dir} has no {MANIFEST_NAME} any more")
+        change(manifest)
+        write_manifest(out_dir, manifest)
+    return manifest
+
+
 def new_manifest(encoder, settings: dict, root: Path | None) -> dict:
-    """An empty manifest for ``encoder`` and sampling ``settings``."""
-    return {
+    """An empty manifest for ``encoder``, sampling ``settings`` and first source folder ``root``."""
+    manifest = {
         "format": FORMAT_VERSION,
         "encoder": {
             "identity": encoder.identity,
@@ -320,11 +499,62 @@ def new_manifest(encoder, settings: dict, root: Path | None) -> dict:
             "embed_dim": int(encoder.embed_dim),
         },
         "settings": settings,
-        "source_root": str(root) if root is not None else None,
+        "source_root": None,
+        "roots": [],
         "videos": {},
         "skipped": {},
         "index": None,
     }
+    if root is not None:
+        register_root(manifest, root)
+    return manifest
+
+
+def manifest_roots(manifest: Mapping[str, Any]) -> list[dict]:
+    """The source folders of an index, in the order they were first indexed.
+
+    A manifest written before several folders were supported has only ``source_root``: that
+    folder is its one, untagged root.
+    """
+    if "roots" in manifest:
+        return list(manifest["roots"])
+    legacy = manifest.get("source_root")
+    return [{"tag": "", "path": legacy}] if legacy else []
+
+
+def register_root(manifest: dict, root: Path) -> str:
+    """Record a source folder in the manifest (if new) and return its tag.
+
+    The first folder gets the empty tag (its ids are plain relative paths), later ones
+    ``<name>@<hex>`` (:func:`root_tag`).
+    """
+    roots = manifest_roots(manifest)
+    for known in roots:
+        if known["path"] == str(root):
+            manifest["roots"] = roots
+            return known["tag"]
+    tag = root_tag(root, roots) if roots else ""
+    roots.append({"tag": tag, "path": str(root)})
+    manifest["roots"] = roots
+    if not tag:
+        manifest["source_root"] = str(root)  # what readers of format 1 without roots use
+    return tag
+
+
+def root_tag(root: Path, roots: Sequence[Root]) -> str:
+    """A tag for a further source folder: ``<folder name>@<hex of its path>``, unused so far.
+
+    The tag is neither another root's tag nor the name of an entry at the top of an earlier
+    root, so a tagged id cannot equal an id of an earlier root.
+    """
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in root.name)[:24] or "root"
+    digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()
+    taken = {r["tag"] for r in roots}
+    for n in range(6, len(digest) + 1):
+        tag = f"{name}@{digest[:n]}"
+        if tag not in taken and not any(os.path.lexists(Path(r["path"]) / tag) for r in roots):
+            return tag
+    raise CourseError(f"no free tag for source folder {root}")  # 35 hash lengths all taken
 
 
 def check_compatible(manifest: dict, encoder, settings: dict | None, where: Path) -> None:
@@ -349,12 +579,14 @@ def check_compatible(manifest: dict, encoder, settings: dict | None, where: Path
             )
 
 
+def _stamp(st: os.stat_result | None) -> dict:
+    """Size and modification time of a source file (to notice changed files); {} for toy videos."""
+    return {} if st is None else {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
 def _file_stamp(path: str | None) -> dict:
-    """Size and modification time of a source file (to notice changed files)."""
-    if path is None:
-        return {}
-    st = os.stat(path)
-    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    """:func:`_stamp` of a source file by path (raises OSError when it cannot be read)."""
+    return _stamp(None if path is None else os.stat(path))
 
 
 def is_done(manifest: dict, item: VideoItem, out_dir: Path) -> bool:
@@ -374,15 +606,19 @@ def is_done(manifest: dict, item: VideoItem, out_dir: Path) -> bool:
 
 
 def remove_stray_temporaries(out_dir: Path) -> int:
-    """Delete temporary files left by a killed run (``.name.XXXX.tmp``); they are never read."""
-    n = 0
-    for sub in (FEATURES_DIR, THUMBS_DIR, "."):
-        folder = out_dir / sub
-        if folder.is_dir():
-            for p in folder.glob(".*.tmp"):
-                p.unlink(missing_ok=True)
-                n += 1
-    return n
+    """Delete temporary files left by killed runs; they are never read.
+
+    Only temporaries whose writer is gone are deleted (:func:`course_lib.files.temporary_is_stale`):
+    those of a build running at the same time are about to be renamed into place.
+
+    Returns:
+        Number of files deleted.
+    """
+    from course_lib.files import remove_stale_temporaries
+
+    return sum(
+        len(remove_stale_temporaries(out_dir / sub)) for sub in (FEATURES_DIR, THUMBS_DIR, ".")
+    )
 
 
 # ----------------------------------------------------------------------------- many videos
@@ -420,9 +656,12 @@ class BuildSummary:
             f"{len(self.reused)} reused from an earlier run) in {self.seconds:.1f} s; "
             f"skipped {len(self.skipped)}"
         ]
-        lines += [f"  skipped {path}: {reason}" for path, reason in sorted(self.skipped.items())]
+        lines += [
+            f"  skipped {printable(path)}: {printable(reason)}"
+            for path, reason in sorted(self.skipped.items())
+        ]
         for vid, msgs in sorted(self.warnings.items()):
-            lines += [f"  warning {vid}: {m}" for m in msgs[:2]]
+            lines += [f"  warning {printable(vid)}: {m}" for m in msgs[:2]]
         if self.ignored:
             lines.append(f"  ignored {len(self.ignored)} files without a video suffix")
         return "\n".join(lines)
@@ -446,6 +685,7 @@ def extract_all(
     batch_size: int = 64,
     progress: bool = True,
     summary: BuildSummary | None = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> BuildSummary:
     """Extract every unfinished video, recording each one in the manifest as soon as it is done.
 
@@ -453,61 +693,126 @@ def extract_all(
         items: videos to process (finished ones are skipped).
         encoder: the CLIP encoder (its identity must match the manifest).
         out_dir: the index folder.
-        manifest: the folder's manifest (updated in place and on disk).
+        manifest: the folder's manifest; replaced in place by the newest one on disk after
+            every record (records are merged under the folder's lock: :func:`update_manifest`).
         batch_size: frames per encoder forward pass (bounds memory).
         progress: show a tqdm bar.
         summary: a summary to fill (default: a new one).
+        lock_timeout: seconds to wait for another process's lock on the folder.
 
     Returns:
-        The :class:`BuildSummary`. Exceptions other than VideoReadError (a crash, Ctrl-C)
-        propagate; everything finished before them is kept.
+        The :class:`BuildSummary`. A file that cannot be indexed is skipped and named there
+        (by its own path); other exceptions (the encoder failing, a full disk, Ctrl-C)
+        propagate, and everything finished before them is kept.
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     summary = summary or BuildSummary()
     start = time.perf_counter()
-    settings = manifest["settings"]
+
+    def record(change: Callable[[dict], object]) -> None:
+        # merge our change into the newest manifest; keep the caller's dict in step with it
+        fresh = update_manifest(out_dir, change, lock_timeout)
+        manifest.clear()
+        manifest.update(fresh)
+
     bar = tqdm(items, desc="index", unit="video", disable=not progress, dynamic_ncols=True)
     for item in bar:
-        bar.set_postfix_str(item.vid[-40:], refresh=False)
+        bar.set_postfix_str(printable(item.vid[-40:]), refresh=False)
         if is_done(manifest, item, out_dir):
             summary.reused.append(item.vid)
-            manifest["skipped"].pop(item.vid, None)
+            if item.vid in manifest["skipped"]:
+                record(lambda m, vid=item.vid: m["skipped"].pop(vid, None))
             continue
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", RuntimeWarning)
-                vf = extract_video(
-                    item,
-                    encoder,
-                    fps=settings["fps"],
-                    batch_size=batch_size,
-                    thumb_side=settings["thumb_side"],
-                    clip_len=settings["clip_len"],
-                    max_side=settings["max_side"],
-                )
+            st = _preflight(item, manifest)
+            vf, messages = extract_with_settings(item, encoder, manifest["settings"], batch_size)
         except VideoReadError as exc:
             summary.skipped[item.path or item.vid] = str(exc)
-            manifest["videos"].pop(item.vid, None)
-            manifest["skipped"][item.vid] = {"path": item.path, "reason": str(exc)}
-            write_manifest(out_dir, manifest)
+            record(_skipped_change(item, str(exc)))
             continue
-        msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-        if msgs:
-            summary.warnings[item.vid] = msgs
+        if messages:
+            summary.warnings[item.vid] = messages
         _save_video(out_dir, item, vf)
-        manifest["skipped"].pop(item.vid, None)
-        manifest["videos"][item.vid] = {
-            "key": item.key,
-            "path": item.path,
-            "duration": vf.duration,
-            "n_clips": int(len(vf.features)),
-            "n_frames": vf.n_frames,
-            "stamp": _file_stamp(item.path),
-        }
-        write_manifest(out_dir, manifest)  # the video counts as done from here on
+        record(_done_change(item, vf, st))  # the video counts as done from here on
         summary.computed.append(item.vid)
         summary.video_seconds += vf.duration
     summary.seconds += time.perf_counter() - start
     return summary
+
+
+def _preflight(item: VideoItem, manifest: Mapping[str, Any]) -> os.stat_result | None:
+    """Checks before a video is read: a usable source file, and an id that is not another file's.
+
+    Returns:
+        The file's stat (None for a toy video).
+
+    Raises:
+        VideoReadError: the file cannot be indexed (:func:`check_source_file`), or its id
+            already names another existing file in the index.
+    """
+    if item.path is None:
+        return None
+    st = check_source_file(item.path)
+    other = manifest["videos"].get(item.vid, {}).get("path")
+    if other and other != item.path and os.path.exists(other):
+        with contextlib.suppress(OSError):
+            if not os.path.samefile(other, item.path):
+                raise VideoReadError(
+                    f"its id {item.vid!r} already names {printable(other)} in this index"
+                )
+    return st
+
+
+def extract_with_settings(
+    item: VideoItem, encoder, settings: Mapping[str, Any], batch_size: int = 64
+) -> tuple[VideoFeatures, list[str]]:
+    """:func:`extract_video` with an index folder's sampling settings (``manifest["settings"]``).
+
+    Returns:
+        ``(features, warnings)``: what the folder stores for the video, and its decode warnings.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        vf = extract_video(
+            item,
+            encoder,
+            fps=settings["fps"],
+            batch_size=batch_size,
+            thumb_side=settings["thumb_side"],
+            clip_len=settings["clip_len"],
+            max_side=settings["max_side"],
+        )
+    return vf, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def _done_change(
+    item: VideoItem, vf: VideoFeatures, st: os.stat_result | None
+) -> Callable[[dict], None]:
+    """Manifest change recording a finished video (with the stamp its file had when read)."""
+    entry = {
+        "key": item.key,
+        "path": item.path,
+        "duration": vf.duration,
+        "n_clips": int(len(vf.features)),
+        "n_frames": vf.n_frames,
+        "stamp": _stamp(st),
+    }
+
+    def change(manifest: dict) -> None:
+        manifest["skipped"].pop(item.vid, None)
+        manifest["videos"][item.vid] = entry
+
+    return change
+
+
+def _skipped_change(item: VideoItem, reason: str) -> Callable[[dict], None]:
+    """Manifest change recording a video that could not be indexed, and why."""
+
+    def change(manifest: dict) -> None:
+        if manifest["videos"].get(item.vid, {}).get("path") == item.path:
+            del manifest["videos"][item.vid]  # its file is unreadable now (never another's entry)
+        manifest["skipped"][item.vid] = {"path": item.path, "reason": reason}
+
+    return change

@@ -12,12 +12,27 @@ Pipeline (chapters 1, 3 and 6 put together):
 
 Index folder layout::
 
-    out_dir/manifest.json            encoder identity, settings, finished / skipped videos
+    out_dir/manifest.json            encoder identity, settings, source folders, finished /
+                                     skipped videos, the index's videos and file checksums
     out_dir/features/<key>.npz       fp16 (T, D) clip features (moment_detr layout)
     out_dir/thumbs/<key>.npz         uint8 (T, h, w, 3) one thumbnail per 2-s clip
     out_dir/segments.faiss(.meta.npz) the segment index
+    out_dir/index.lock               the folder's lock (holds the pid of the process writing)
 
 A folder built with one encoder refuses to be searched with another (:class:`IndexMismatchError`).
+
+Several processes may use one folder at once. Writers (``build``, ``add``) merge their videos into
+the manifest under the folder's lock, and write the segment index and its manifest record under
+that lock too; ``load`` reads manifest and index files under the lock, so it always gets files
+that belong together (a consistent snapshot), never a half-updated pair. A process waits at most
+``lock_timeout`` seconds (:data:`~course_lib.search.build.LOCK_TIMEOUT_S` by default), then fails
+with :class:`~course_lib.errors.LockTimeoutError` naming the folder and the holder's pid.
+
+The index is built over every finished video of the folder, whatever source folder it came
+from; ids are unique across source folders (:func:`~course_lib.search.build.vid_for_path`). The
+manifest records the SHA256 of ``segments.faiss`` and its metadata file: a file changed after it
+was written (e.g. edited vectors) is noticed on load and the index is rebuilt from the stored
+features, with a warning that names the file.
 """
 
 from __future__ import annotations
@@ -26,15 +41,16 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from course_lib.corpus.index import IndexConfig, SegmentIndex
+from course_lib.corpus.index import IndexConfig, SegmentIndex, checksum_mismatch, index_checksums
 from course_lib.corpus.search import CoarseToFineSearch, SegmentVideoScorer
 from course_lib.errors import CourseError, DataValidationError
+from course_lib.files import folder_lock
 from course_lib.localisers import (
     BaselineLocaliser,
     Localiser,
@@ -47,6 +63,7 @@ from course_lib.search.build import (
     DEFAULT_FPS,
     DEFAULT_THUMB_SIDE,
     FEATURES_DIR,
+    LOCK_TIMEOUT_S,
     THUMBS_DIR,
     BuildSummary,
     NothingIndexedError,
@@ -55,10 +72,15 @@ from course_lib.search.build import (
     discover_videos,
     encoder_from_spec,
     extract_all,
-    file_item,
+    extract_with_settings,
+    manifest_path,
+    manifest_roots,
     new_manifest,
     read_manifest,
+    register_root,
     remove_stray_temporaries,
+    source_path,
+    source_root,
     write_manifest,
 )
 
@@ -96,6 +118,7 @@ class MomentSearch:
         alpha: weight of the stage-1 (video) score in the final score (:data:`DEFAULT_ALPHA`).
         moments_per_video: at most this many moments of one video in the results.
         cache_videos: clip features / thumbnails of this many videos are kept in memory.
+        lock_timeout: seconds to wait for another process's lock on the folder (``add``).
     """
 
     def __init__(
@@ -109,7 +132,9 @@ class MomentSearch:
         alpha: float = DEFAULT_ALPHA,
         moments_per_video: int | None = 1,
         cache_videos: int = 64,
+        lock_timeout: float = LOCK_TIMEOUT_S,
     ) -> None:
+        _check_top_k_videos(top_k_videos)
         self.out_dir = Path(out_dir)
         self.encoder = encoder
         self.index = index
@@ -121,6 +146,7 @@ class MomentSearch:
         self.summary: BuildSummary | None = None
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_size = cache_videos
+        self.lock_timeout = lock_timeout
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -135,9 +161,15 @@ class MomentSearch:
         batch_size: int = 64,
         thumb_side: int = DEFAULT_THUMB_SIDE,
         progress: bool = True,
+        lock_timeout: float = LOCK_TIMEOUT_S,
         **engine_kwargs: Any,
     ) -> MomentSearch:
         """Index a source (resumable: re-running skips finished videos).
+
+        Other processes may build into (or read) the same folder at the same time: every
+        video is merged into the manifest under the folder's lock, and at the end the segment
+        index covers every finished video of the folder, this source's and others' (built anew
+        when a video was added or recomputed, or ``index_config`` differs; kept otherwise).
 
         Args:
             source: folder of video files, list of files / toy-world ids, or a toy corpus dict.
@@ -149,6 +181,7 @@ class MomentSearch:
             batch_size: frames per encoder pass (bounds memory).
             thumb_side: longer side of the stored per-clip thumbnails (pixels).
             progress: tqdm progress bar.
+            lock_timeout: seconds to wait for another process's lock on ``out_dir``.
             **engine_kwargs: ``top_k_videos``, ``alpha``, ``moments_per_video``.
 
         Returns:
@@ -157,6 +190,7 @@ class MomentSearch:
         Raises:
             IndexMismatchError: ``out_dir`` holds an index of another encoder / settings.
             NothingIndexedError: no video of the source could be read.
+            LockTimeoutError: another process held the folder's lock too long.
         """
         from course_lib.clip import ClipEncoder
 
@@ -164,20 +198,21 @@ class MomentSearch:
             raise ValueError(f"fps must be at least one frame per {CLIP_LEN:g}-s clip, got {fps}")
         encoder = encoder if encoder is not None else ClipEncoder.tiny(progress=False)
         out_dir = Path(out_dir)
-        items, ignored, root = discover_videos(source)
         settings = _settings(encoder, fps, thumb_side)
-        manifest = _open_manifest(out_dir, encoder, settings, root)
+        manifest = _open_manifest(out_dir, encoder, settings, source_root(source), lock_timeout)
+        items, ignored, _ = discover_videos(source, roots=manifest_roots(manifest))
         remove_stray_temporaries(out_dir)
         summary = BuildSummary(ignored=ignored)
-        extract_all(items, encoder, out_dir, manifest, batch_size, progress, summary)
-        vids = sorted(it.vid for it in items if it.vid in manifest["videos"])
-        if not vids:
+        extract_all(items, encoder, out_dir, manifest, batch_size, progress, summary, lock_timeout)
+        if not any(it.vid in manifest["videos"] for it in items):
             raise NothingIndexedError(
                 f"no video of {source!s:.200} could be indexed\n{summary.format()}", summary
             )
         config = index_config or IndexConfig(kind="flat")
-        index = _build_index(out_dir, manifest, vids, config)
-        engine = cls(out_dir, encoder, index, manifest, localiser, **engine_kwargs)
+        index, manifest = _sync_index(out_dir, config, lock_timeout, changed=summary.computed)
+        engine = cls(
+            out_dir, encoder, index, manifest, localiser, lock_timeout=lock_timeout, **engine_kwargs
+        )
         engine.summary = summary
         return engine
 
@@ -187,38 +222,41 @@ class MomentSearch:
         out_dir: str | os.PathLike,
         encoder=None,
         localiser: Localiser | None = None,
+        lock_timeout: float = LOCK_TIMEOUT_S,
         **engine_kwargs: Any,
     ) -> MomentSearch:
         """Open an index folder written by :meth:`build`.
+
+        Manifest and index files are read together under the folder's lock, so a build running
+        at the same time never hands over a manifest of one state and index files of another.
+        Index files that differ from the checksums in the manifest (or are missing) are rebuilt
+        from the stored features, with a warning that names the file.
 
         Args:
             out_dir: the index folder.
             encoder: the CLIP encoder; default: recreated from the manifest (tiny or pretrained).
             localiser: stage-2 localiser; default the training-free baseline.
+            lock_timeout: seconds to wait while another process writes the folder.
 
         Raises:
             FileNotFoundError: no manifest in ``out_dir``.
             IndexMismatchError: ``encoder`` is not the one the index was built with.
             OfflineError: the manifest names pretrained weights that cannot be downloaded.
+            LockTimeoutError: another process held the folder's lock too long.
         """
         out_dir = Path(out_dir)
-        manifest = read_manifest(out_dir)
+        manifest = read_manifest(out_dir) if manifest_path(out_dir).is_file() else None
         if manifest is None:
             raise FileNotFoundError(
                 f"{out_dir} is not a search index (no manifest.json); build one with "
                 "`python -m course_lib.search index VIDEO_DIR --out INDEX_DIR`"
             )
-        if encoder is None:
-            spec = manifest["encoder"].get("spec")
-            if spec is None:
-                raise CourseError(
-                    f"index {out_dir} was built with encoder {manifest['encoder']['identity']!r} "
-                    "that cannot be recreated by name: pass it as encoder="
-                )
-            encoder = encoder_from_spec(spec, progress=False)
+        encoder = encoder if encoder is not None else _manifest_encoder(manifest, out_dir)
         check_compatible(manifest, encoder, None, out_dir)
-        index = _load_index(out_dir, manifest)
-        return cls(out_dir, encoder, index, manifest, localiser, **engine_kwargs)
+        index, manifest = _load_index(out_dir, lock_timeout)
+        return cls(
+            out_dir, encoder, index, manifest, localiser, lock_timeout=lock_timeout, **engine_kwargs
+        )
 
     def add(
         self,
@@ -228,24 +266,41 @@ class MomentSearch:
     ) -> BuildSummary:
         """Index new videos (files or toy ids) incrementally; already indexed ones are skipped.
 
+        A file inside one of the index's source folders gets the id it would get there
+        (:func:`~course_lib.search.build.vid_for_path`), any other file its absolute path. The
+        engine then holds the folder's newest state, including videos other processes added.
+
         Returns:
             The :class:`BuildSummary` of this addition (also in ``self.summary``).
         """
-        root = self.manifest.get("source_root")
-        items = [_item(p, root) for p in paths]
-        items = list({it.vid: it for it in items}.values())
+        manifest = read_manifest(self.out_dir) or self.manifest  # the newest source folders
+        items, _, _ = discover_videos([os.fspath(p) for p in paths], roots=manifest_roots(manifest))
         summary = BuildSummary()
-        new_items = [it for it in items if it.vid not in set(self.index.vids)]
-        summary.reused += [it.vid for it in items if it.vid in set(self.index.vids)]
         extract_all(
-            new_items, self.encoder, self.out_dir, self.manifest, batch_size, progress, summary
+            items,
+            self.encoder,
+            self.out_dir,
+            manifest,
+            batch_size,
+            progress,
+            summary,
+            self.lock_timeout,
         )
-        fresh = [v for v in summary.done if v not in set(self.index.vids)]
-        if fresh:
-            self.index.add_videos({v: self.features(v) for v in fresh})
-            _save_index(self.out_dir, self.manifest, self.index)
+        index, manifest = _sync_index(
+            self.out_dir,
+            self.index.config,
+            self.lock_timeout,
+            incremental=True,
+            changed=summary.computed,
+        )
+        self._adopt(index, manifest)
         self.summary = summary
         return summary
+
+    def _adopt(self, index: SegmentIndex, manifest: dict) -> None:
+        """Use a new index and manifest (and forget cached arrays that may be outdated)."""
+        self.index, self.manifest = index, manifest
+        self._cache.clear()
 
     # ------------------------------------------------------------------ data access
     @property
@@ -326,7 +381,8 @@ class MomentSearch:
         Args:
             query: the sentence.
             k: moments returned.
-            top_k_videos: videos localised in stage 2 (default ``self.top_k_videos``).
+            top_k_videos: videos localised in stage 2 (default ``self.top_k_videos``; an explicit
+                number must be >= 1, 0 is refused, never replaced by the default).
             moments_per_video: cap per video (default ``self.moments_per_video``; None = no cap).
             thumbnails: add a ``thumbnail`` column (uint8 (h, w, 3), the moment's most salient
                 clip).
@@ -337,12 +393,14 @@ class MomentSearch:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        top_k_videos = self.top_k_videos if top_k_videos is None else top_k_videos
+        _check_top_k_videos(top_k_videos)
         q = self.encode_query(query)
         per_video = self.moments_per_video if moments_per_video == -1 else moments_per_video
         pipeline = CoarseToFineSearch(
             SegmentVideoScorer(self.index, lambda qq: qq.embedding),
             self.localise,
-            top_k_videos=top_k_videos or self.top_k_videos,
+            top_k_videos=top_k_videos,
             alpha=self.alpha,
             moments_per_video=per_video,
         )
@@ -370,6 +428,77 @@ class MomentSearch:
         )
 
 
+# ----------------------------------------------------------------------------- audit
+@dataclass
+class AuditReport:
+    """What :func:`audit_index` checked and what it found wrong.
+
+    Attributes:
+        checked: one line per check (what, and how many items).
+        problems: one line per violation; empty when the folder is sound.
+    """
+
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed."""
+        return not self.problems
+
+
+def audit_index(
+    out_dir: str | os.PathLike,
+    files: Iterable[str | os.PathLike],
+    encoder=None,
+    atol: float = 2e-3,
+) -> AuditReport:
+    """Check that an index folder holds every given video file once, with its own features.
+
+    Checks: the index loads without being rebuilt (its files match their checksums); every file
+    has exactly one id and no id names another file; the segment index holds exactly the
+    finished videos; each video's stored features equal those of its own file computed afresh
+    (with the folder's settings, up to ``atol``: the store keeps fp16).
+
+    Args:
+        out_dir: the index folder.
+        files: the video files it should hold (all of them, nothing else).
+        encoder: the folder's encoder; default recreated from the manifest.
+        atol: feature tolerance.
+
+    Returns:
+        The :class:`AuditReport`.
+    """
+    report = AuditReport()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = MomentSearch.load(out_dir, encoder=encoder)
+    report.checked.append("the saved index loads as written (checksums match)")
+    report.problems += [str(w.message) for w in caught if "rebuilding" in str(w.message)]
+    expected = {source_path(f) for f in files}
+    ids: dict[str, list[str]] = {}
+    for vid, info in engine.manifest["videos"].items():
+        if info["path"] is not None:  # toy-world videos have no file
+            ids.setdefault(info["path"], []).append(vid)
+    report.checked.append(f"{len(expected)} video files have one id each ({len(ids)} indexed)")
+    report.problems += [f"{p} is not indexed" for p in sorted(expected - set(ids))]
+    report.problems += [f"{p} is indexed {len(v)} times: {v}" for p, v in ids.items() if len(v) > 1]
+    report.problems += [
+        f"{v} names {p}, not a given file" for p, v in ids.items() if p not in expected
+    ]
+    report.checked.append(f"the segment index holds the {len(engine.manifest['videos'])} videos")
+    if sorted(engine.vids) != sorted(engine.manifest["videos"]):
+        report.problems.append("the segment index and the manifest list different videos")
+    settings = engine.manifest["settings"]
+    report.checked.append(f"{len(engine.vids)} videos have the features of their own file")
+    for vid in engine.vids:
+        path = engine.video_info(vid)["path"]
+        own, _ = extract_with_settings(VideoItem(vid, "", path), engine.encoder, settings)
+        if not np.allclose(engine.features(vid), own.features, atol=atol):
+            report.problems.append(f"the features of {vid} are not those of {path}")
+    return report
+
+
 # ----------------------------------------------------------------------------- helpers
 def _settings(encoder, fps: float, thumb_side: int) -> dict:
     """Sampling settings stored in (and checked against) the manifest."""
@@ -381,64 +510,166 @@ def _settings(encoder, fps: float, thumb_side: int) -> dict:
     }
 
 
-def _open_manifest(out_dir: Path, encoder, settings: dict, root: Path | None) -> dict:
-    """The existing manifest (checked against encoder and settings) or a new one."""
-    manifest = read_manifest(out_dir)
-    if manifest is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(encoder, settings, root)
+def _check_top_k_videos(top_k_videos: int) -> None:
+    """Refuse a stage-2 video count below 1 (0 would localise nothing)."""
+    if isinstance(top_k_videos, bool) or not isinstance(top_k_videos, (int, np.integer)):
+        raise ValueError(f"top_k_videos must be an integer >= 1, got {top_k_videos!r}")
+    if top_k_videos < 1:
+        raise ValueError(
+            f"top_k_videos must be >= 1 (videos localised in stage 2), got {top_k_videos}"
+        )
+
+
+def _manifest_encoder(manifest: dict, out_dir: Path):
+    """The encoder a manifest names (tiny or pretrained); CourseError when it names none."""
+    spec = manifest["encoder"].get("spec")
+    if spec is None:
+        raise CourseError(
+            f"index {out_dir} was built with encoder {manifest['encoder']['identity']!r} "
+            "that cannot be recreated by name: pass it as encoder="
+        )
+    return encoder_from_spec(spec, progress=False)
+
+
+def _open_manifest(
+    out_dir: Path, encoder, settings: dict, root: Path | None, lock_timeout: float
+) -> dict:
+    """The folder's manifest (checked against encoder and settings) or a new one, with ``root``
+    registered as a source folder; read and written under the folder's lock."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, lock_timeout):
+        manifest = read_manifest(out_dir)
+        if manifest is None:
+            manifest = new_manifest(encoder, settings, root)
+        else:
+            check_compatible(manifest, encoder, settings, out_dir)
+            if root is not None:
+                register_root(manifest, root)
         write_manifest(out_dir, manifest)
-        return manifest
-    check_compatible(manifest, encoder, settings, out_dir)
-    if root is not None:
-        manifest["source_root"] = str(root)
     return manifest
 
 
-def _item(path: str | os.PathLike, root: str | None) -> VideoItem:
-    """VideoItem of a path (relative to the index's source root) or of a toy id."""
-    items, _, _ = discover_videos([os.fspath(path)])
-    it = items[0]
-    return file_item(it.path, root) if it.path is not None else it
-
-
-def _build_index(out_dir: Path, manifest: dict, vids: list[str], config: IndexConfig):
-    """Segment index over the stored (fp16 -> fp32) features of ``vids``, saved to out_dir."""
+def _stored_features(out_dir: Path, manifest: dict, vids: Iterable[str]) -> dict[str, np.ndarray]:
+    """Stored (fp16 -> fp32) clip features of some finished videos, by vid."""
     from course_lib.datasets.features import load_video_features
 
-    feats = {
+    return {
         v: load_video_features(out_dir / FEATURES_DIR, manifest["videos"][v]["key"]) for v in vids
     }
-    index = SegmentIndex.build(feats, config)
-    _save_index(out_dir, manifest, index)
+
+
+def _build_index(
+    out_dir: Path, manifest: dict, vids: list[str], config: IndexConfig, save: bool = True
+) -> SegmentIndex:
+    """Segment index over the stored features of ``vids``, saved (the caller holds the lock)."""
+    index = SegmentIndex.build(_stored_features(out_dir, manifest, vids), config)
+    if save:
+        _save_index(out_dir, manifest, index)
     return index
 
 
 def _save_index(out_dir: Path, manifest: dict, index: SegmentIndex) -> None:
-    """Save the index, then record it in the manifest (both atomic)."""
+    """Save the index files, then record them (videos, config, checksums) in the manifest.
+
+    The caller holds the folder's lock, so readers see the files and their record together.
+    """
     index.save(out_dir / INDEX_FILE)
     manifest["index"] = {
         "file": INDEX_FILE,
         "vids": index.vids,
         "config": asdict(index.config),
+        "sha256": index_checksums(out_dir / INDEX_FILE),
     }
     write_manifest(out_dir, manifest)
 
 
-def _load_index(out_dir: Path, manifest: dict) -> SegmentIndex:
-    """Load the saved index; rebuild it from the features if it is missing or stale."""
+def _read_index(out_dir: Path, manifest: dict) -> tuple[SegmentIndex | None, str]:
+    """The saved index if its files are intact and match the manifest, else (None, why).
+
+    Returns:
+        ``(index, "")``, or ``(None, reason)`` with a reason that names the bad file.
+    """
     info = manifest.get("index") or {}
-    path = out_dir / INDEX_FILE
+    path = out_dir / info.get("file", INDEX_FILE)
+    if info.get("sha256"):  # indexes written before checksums were recorded have none
+        mismatch = checksum_mismatch(path, info["sha256"])
+        if mismatch:
+            return None, mismatch
     try:
         index = SegmentIndex.load(path)
-        if sorted(index.vids) == sorted(info.get("vids", [])):
-            return index
-        reason = "its videos differ from the manifest"
     except (FileNotFoundError, DataValidationError) as exc:
-        reason = str(exc)
-    vids = sorted(v for v in info.get("vids", manifest["videos"]) if v in manifest["videos"])
-    if not vids:
-        raise CourseError(f"index {out_dir} holds no finished video; build it again")
-    warnings.warn(f"rebuilding the segment index of {out_dir}: {reason}", stacklevel=3)
-    config = IndexConfig(**info["config"]) if info.get("config") else IndexConfig(kind="flat")
-    return _build_index(out_dir, manifest, vids, config)
+        return None, str(exc)
+    if sorted(index.vids) != sorted(info.get("vids", [])):
+        return None, f"the videos of {path} differ from the manifest's"
+    return index, ""
+
+
+def _rebuild_warning(out_dir: Path, reason: str) -> None:
+    """Warn that the segment index is rebuilt from the stored features, and why (names the file)."""
+    warnings.warn(
+        f"rebuilding the segment index of {out_dir} from the stored features: {reason}",
+        stacklevel=4,
+    )
+
+
+def _load_index(out_dir: Path, lock_timeout: float) -> tuple[SegmentIndex, dict]:
+    """Manifest and saved index read together under the lock; a damaged index is rebuilt.
+
+    A folder that cannot be locked (read-only) is read without the lock; a rebuilt index is
+    then kept in memory only.
+    """
+    with folder_lock(out_dir, lock_timeout, required=False) as locked:
+        manifest = read_manifest(out_dir)
+        index, reason = _read_index(out_dir, manifest)
+        if index is not None:
+            return index, manifest
+        info = manifest.get("index") or {}
+        vids = sorted(v for v in info.get("vids", manifest["videos"]) if v in manifest["videos"])
+        if not vids:
+            raise CourseError(f"index {out_dir} holds no finished video; build it again")
+        _rebuild_warning(out_dir, reason)
+        config = IndexConfig(**info["config"]) if info.get("config") else IndexConfig(kind="flat")
+        return _build_index(out_dir, manifest, vids, config, save=locked), manifest
+
+
+def _sync_index(
+    out_dir: Path,
+    config: IndexConfig,
+    lock_timeout: float,
+    incremental: bool = False,
+    changed: Iterable[str] = (),
+) -> tuple[SegmentIndex, dict]:
+    """Bring the saved index up to date with every finished video of the folder (under the lock).
+
+    An intact saved index that already holds exactly the finished videos (none of them
+    recomputed) is kept as it is, when it has ``config`` or ``incremental`` is set. Otherwise
+    ``incremental`` adds the missing videos to it, and a full build over all finished videos
+    happens when that is not possible (no intact index, a video to drop or to replace) or not
+    asked for.
+
+    Args:
+        out_dir: the index folder.
+        config: index settings of a new index.
+        lock_timeout: seconds to wait for another process's lock.
+        incremental: add missing videos to the saved index instead of building a new one.
+        changed: videos whose features were recomputed (the index must not keep their old ones).
+
+    Returns:
+        ``(index, manifest)`` as saved.
+    """
+    with folder_lock(out_dir, lock_timeout):
+        manifest = read_manifest(out_dir)
+        wanted = sorted(manifest["videos"])
+        index, reason = _read_index(out_dir, manifest)
+        if index is None and manifest.get("index"):
+            _rebuild_warning(out_dir, reason)
+        held = set(index.vids) if index is not None else set()
+        stale = bool(held - set(wanted) or held & set(changed))
+        if index is not None and not stale and held == set(wanted):
+            if incremental or index.config == config:
+                return index, manifest
+        if index is None or stale or not incremental:
+            return _build_index(out_dir, manifest, wanted, config), manifest
+        index.add_videos(_stored_features(out_dir, manifest, [v for v in wanted if v not in held]))
+        _save_index(out_dir, manifest, index)
+        return index, manifest

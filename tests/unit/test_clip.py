@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -23,6 +24,7 @@ from course_lib.clip import (
     symmetric_info_nce,
 )
 from course_lib.clip.checkpoint import load_state_dict, save_state_dict
+from course_lib.clip.features import file_identity
 from course_lib.env import data_dir
 from course_lib.errors import CheckpointError, OfflineError
 
@@ -338,6 +340,41 @@ def test_cache_keyed_by_encoder(tiny: ClipEncoder, tmp_path) -> None:
     assert source.calls == 2 and not np.allclose(fa, fb)
     # different sampling settings never share a file either
     assert FeatureCache(tiny, root=tmp_path, frames_per_clip=2).path("v") != a.path("v")
+
+
+def test_cache_entry_names(tiny: ClipEncoder, tmp_path) -> None:
+    """Toy ids and plain ids keep their entries; a file's entry follows its content identity."""
+    cache = FeatureCache(tiny, root=tmp_path)
+    toy = "toy-val-c0-00001"
+    assert cache.path(toy).name == f"{toy}.npz" and cache.path("vidA").name == "vidA.npz"
+    first, second = tmp_path / "x" / "a.mp4", tmp_path / "y" / "a.mp4"
+    for path, payload in ((first, b"one video"), (second, b"another video")):
+        path.parent.mkdir()
+        path.write_bytes(payload)
+    name = cache.path(str(first)).name
+    assert name.startswith("a-") and len(name) == len("a-") + 16 + len(".npz")
+    assert cache.path(str(first)) == cache.path(str(first))  # stable while the file is
+    assert cache.path(str(first)) != cache.path(str(second))  # same stem, another file
+    before = cache.path(str(first))
+    first.write_bytes(b"one video, edited")
+    assert cache.path(str(first)) != before  # replaced content: another entry
+
+
+def test_file_identity_reads_both_ends(tmp_path) -> None:
+    path = tmp_path / "v.bin"
+    payload = bytearray(300_000)
+    path.write_bytes(payload)
+    stamp = path.stat()
+    base = file_identity(path)
+    for offset in (0, len(payload) - 1):  # an edit at either end, same size and mtime
+        edited = bytearray(payload)
+        edited[offset] = 1
+        path.write_bytes(edited)
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        assert file_identity(path) != base
+    path.write_bytes(payload)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert file_identity(path) == base
 
 
 def test_file_and_toy_sources_sample_the_same_times(tiny: ClipEncoder, tmp_path) -> None:

@@ -1,18 +1,28 @@
 """Tests for course_lib.files: atomic writes and checksums."""
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from course_lib.errors import CheckpointError
+from course_lib import files
+from course_lib.errors import CheckpointError, LockTimeoutError
 from course_lib.files import (
+    LOCK_NAME,
     atomic_path,
     atomic_save_npz,
     atomic_write,
+    folder_lock,
+    host_tag,
+    lock_holder,
     manifest_path,
+    owner_tag,
     read_manifest,
+    remove_stale_temporaries,
     sha256_file,
     verify_manifest,
     write_manifest,
@@ -119,3 +129,68 @@ def test_atomic_path_failure_keeps_old_file(tmp_path):
         Path(tmp).write_bytes(b"half")
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["old.bin"]
+
+
+# ----------------------------------------------------------------------------- temporaries, locks
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_carry_their_owner_and_only_stale_ones_are_removed(tmp_path):
+    with atomic_write(tmp_path / "a.txt", "w") as handle:
+        handle.write("x")
+        (tmp,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert tmp.name.startswith(f".a.txt.{owner_tag()}.")
+        assert remove_stale_temporaries(tmp_path) == []  # ours: its writer is alive
+    dead = tmp_path / f".b.npz.{_dead_pid()}-{host_tag()}.x1y2.tmp"
+    elsewhere = tmp_path / f".c.npz.{_dead_pid()}-someotherhost.x1y2.tmp"
+    young, old = tmp_path / ".d.npz.x1y2.tmp", tmp_path / ".e.npz.x1y2.tmp"
+    for path in (dead, elsewhere, young, old):
+        path.write_bytes(b"half")
+    os.utime(old, (1e9, 1e9))  # no owner recorded and written long ago
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([dead, old])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.txt", elsewhere.name, young.name]
+    )
+
+
+def test_folder_lock_is_reentrant_and_records_its_holder(tmp_path):
+    with folder_lock(tmp_path) as outer, folder_lock(tmp_path) as inner:
+        assert outer and inner
+        assert lock_holder(tmp_path / LOCK_NAME).startswith(f"process {os.getpid()} on ")
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released: no holder recorded
+
+
+def test_folder_lock_times_out_naming_folder_and_pid(tmp_path):
+    code = (
+        "import sys, time\nfrom course_lib.files import folder_lock\n"
+        "with folder_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockTimeoutError) as refused, folder_lock(tmp_path, timeout_s=0.2):
+            pass
+        message = str(refused.value)
+        assert str(tmp_path) in message and f"process {holder.pid}" in message
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(tmp_path, timeout_s=5) as locked:  # a killed holder leaves no stale lock
+        assert locked
+
+
+def test_folder_lock_optional_on_a_read_only_folder(tmp_path, monkeypatch):
+    def read_only(lock_file):
+        raise PermissionError(13, "Permission denied", str(lock_file))
+
+    monkeypatch.setattr(files, "_open_lock_file", read_only)
+    with folder_lock(tmp_path, required=False) as locked:  # a reader: goes on unlocked
+        assert locked is False
+    with pytest.raises(PermissionError), folder_lock(tmp_path):  # a writer: refused
+        pass

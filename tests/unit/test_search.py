@@ -226,10 +226,13 @@ def test_resume_after_crash_equals_uninterrupted_build(tmp_path, encoder, monkey
     monkeypatch.undo()
     done = sorted(read_manifest(tmp_path / "run")["videos"])
     assert done == sorted(TOY)[:3]
-    # 2. debris a killed process could leave: a temporary file, and junk at the final name
-    #    of an unfinished video (not in the manifest, so it must be recomputed, never read)
+    # 2. debris a killed process could leave: an hours-old temporary file (whose writer is gone;
+    #    temporaries of live writers are kept, see test_search_reliability.py), and junk at the
+    #    final name of an unfinished video (not in the manifest: recomputed, never read)
     features = tmp_path / "run" / FEATURES_DIR
-    (features / f".{sorted(TOY)[3]}.npz.x1y2.tmp").write_bytes(b"half a file")
+    stray = features / f".{sorted(TOY)[3]}.npz.x1y2.tmp"
+    stray.write_bytes(b"half a file")
+    os.utime(stray, (1e9, 1e9))
     (features / f"{sorted(TOY)[4]}.npz").write_bytes(b"PK\x03\x04 truncated")
     # 3. re-run: only the 3 missing videos are computed
     calls = _crash_on_call(monkeypatch, encoder, -1, RuntimeError)
