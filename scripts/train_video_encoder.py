@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--eval-videos", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="write the trained model to this .safetensors file (+ .sha256 and a .json record)",
+    )
     return parser.parse_args(argv)
 
 
@@ -68,6 +74,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     result = evaluate(model, tokenizer, tower.frames, "val", args.eval_videos)
     print(json.dumps({"fusion": args.fusion, "differences": tower.differences, **result}))
+    if args.export is not None:
+        export(model, args.export, config, history, result, argv)
+
+
+def export(model, path: Path, config, history: list[float], val: dict, argv) -> None:
+    """Write the checkpoint (fp16 safetensors + manifest) and its json record next to it."""
+    import sys
+
+    from course_lib.clip import ClipEncoder
+    from course_lib.clip.video_encoder import save_video_text_model
+    from course_lib.files import atomic_write
+
+    name = ClipEncoder.tiny(device="cpu", progress=False).name
+    command = "python scripts/train_video_encoder.py " + " ".join(argv or sys.argv[1:])
+    record = {
+        "training_config": config.to_dict(),
+        "steps": len(history),
+        "final_loss": round(sum(history[-50:]) / len(history[-50:]), 4),
+        "val_metrics": {k: round(float(v), 4) for k, v in val.items()},
+        "text_model": name,
+        "command": command,
+    }
+    digest = save_video_text_model(model, path, name, record)
+    with atomic_write(path.with_suffix(".json"), "w") as handle:
+        json.dump(record, handle, indent=2)
+    print(f"wrote {path} (sha256 {digest[:16]}...) and {path.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

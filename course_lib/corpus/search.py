@@ -359,7 +359,7 @@ def exhaustive_search(
 
 
 def default_metric(predictions: Mapping, queries: Sequence[Mapping]) -> float:
-    """NDCG@10, IoU>=0.5 (TVR-Ranking) in percent, from :mod:`course_lib.metrics.ndcg`."""
+    """NDCG@10, IoU > 0.5 (TVR-Ranking's convention) in percent, from :mod:`course_lib.metrics.ndcg`."""
     from course_lib.metrics.ndcg import ndcg_iou
 
     return float(ndcg_iou(predictions, queries, ks=(10,), iou_thresholds=(0.5,))["NDCG@10-IoU0.5"])

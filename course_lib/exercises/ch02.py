@@ -17,13 +17,14 @@ from course_lib.similarity import sinkhorn_log as _sinkhorn_log
 def sinkhorn_log(sims: torch.Tensor, tau: float, n_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: log row and column scalings of ``exp(sims / tau)`` after ``n_iters`` iterations.
 
-    Starts from ``log b = 0``; one iteration updates the rows, then the columns, towards the
-    uniform marginals ``1/N`` (rows) and ``1/M`` (columns).
+    As UCoFiA's ``sinkhorn_knopp``: starts with a column normalisation (``log a = 0``,
+    ``log b = -log M - logsumexp_i(sims_ij / tau)``), then each iteration updates the rows, then
+    the columns, towards the uniform marginals ``1/N`` (rows) and ``1/M`` (columns).
 
     Args:
         sims: ``(N, M)`` similarities.
         tau: temperature (> 0).
-        n_iters: number of (row, column) update pairs.
+        n_iters: number of (row, column) update pairs after the column normalisation.
 
     Returns:
         ``(log_a (N,), log_b (M,))``.

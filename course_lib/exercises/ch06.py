@@ -5,7 +5,7 @@ References come from the library (:func:`course_lib.corpus.merge_segments`,
 produce the cases that separate right from almost-right answers: segments retrieved out of
 order and from several videos, holes exactly ``max_gap`` long, tied scores, unsorted
 predictions, several predictions hitting the same ground-truth moment, relevance-0 moments,
-and recall targets met exactly.
+IoUs exactly at the threshold, and recall targets met exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from course_lib.checks import check
 from course_lib.corpus import IndexConfig, SegmentIndex, choose_nprobe, merge_segments
-from course_lib.metrics.ndcg import dcg, matched_relevances
+from course_lib.metrics.ndcg import ground_truth_moments, query_ndcg
 from course_lib.metrics.vcmr import rank_predictions
 
 
@@ -79,24 +79,25 @@ def check_merge_into_proposals(fn: Callable[..., list]) -> None:
 def ndcg_at_k_iou(
     predictions: Sequence[Sequence], moments: Sequence[Mapping], k: int, iou_threshold: float
 ) -> float:
-    """Reference: NDCG@K,IoU of one query (TVR-Ranking), as a fraction in [0, 1].
+    """Reference: NDCG@K,IoU of one query (TVR-Ranking ``calculate_ndcg_iou``), a fraction in [0, 1].
 
     Args:
-        predictions: ``[vid, st, ed, score]`` in any order; ranked by score, descending,
-            stable (equal scores keep their order).
-        moments: ground-truth ``{"vid", "window", "relevance"}``; relevance 0 is not relevant.
+        predictions: ``[vid, st, ed, score]`` in any order; the exercise ranks them by score,
+            descending, stable (equal scores keep their order). The official code takes the
+            list as the ranking, which is the same for lists written best first.
+        moments: ground-truth ``{"vid", "window", "relevance"}``, relevance 0 included: such a
+            moment earns nothing but can be matched and used up.
         k: cut-off.
         iou_threshold: a prediction earns the relevance of the still-unmatched moment of its
-            video with the highest IoU (ties: the more relevant) when that IoU >= threshold.
+            video with the highest IoU (ties: the more relevant) when that IoU > threshold
+            (strictly, as the official code).
 
     Returns:
         ``DCG@K / IDCG@K`` with gain ``2^rel - 1`` and discount ``log2(rank + 1)``.
     """
-    gt = sorted((m for m in moments if m["relevance"] >= 1), key=lambda m: -m["relevance"])
+    gt = ground_truth_moments({"relevant_moments": moments})
     ranked = rank_predictions(predictions, top_k=k)
-    gains = matched_relevances(ranked, gt, iou_threshold)
-    ideal = dcg([m["relevance"] for m in gt][:k])
-    return dcg(gains) / ideal if ideal > 0 else 0.0
+    return query_ndcg(ranked, gt, (k,), iou_threshold)[0]
 
 
 def _ndcg_inputs(rng: np.random.Generator) -> tuple:

@@ -1,10 +1,16 @@
 """Evaluation metrics for moment retrieval, highlight detection and corpus moment retrieval.
 
-* :mod:`~course_lib.metrics.qvhighlights` - MR mAP / R1@IoU and HL mAP / HIT@1 (moment_detr).
-* :mod:`~course_lib.metrics.vcmr` - VCMR / SVMR / VR R@K, IoU>=t (TVRetrieval).
-* :mod:`~course_lib.metrics.ndcg` - NDCG@K, IoU>=t with graded relevance (TVR-Ranking).
+* :mod:`~course_lib.metrics.qvhighlights` - MR mAP / R1@IoU and HL mAP / HIT@1 (moment_detr
+  ``standalone_eval/eval.py``).
+* :mod:`~course_lib.metrics.vcmr` - VCMR / SVMR / VR R@K, IoU>=t (TVRetrieval
+  ``standalone_eval/eval.py``).
+* :mod:`~course_lib.metrics.ndcg` - NDCG@K, IoU>t with graded relevance (TVR-Ranking
+  ``modules/ndcg_iou.py``; SPR's IoU>=t variant as an option).
 * :mod:`~course_lib.metrics.submission` - official submission files: validate, write, read.
 
+By default every metric behaves exactly like the official code named above, including taking
+each prediction list in the order given (the official scripts never re-sort by score); other
+behaviour (``rank_by_score``, stricter input checks, other conventions) is an explicit option.
 Every function rejects malformed input with :class:`course_lib.errors.MetricInputError`.
 """
 

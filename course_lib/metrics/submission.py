@@ -3,8 +3,15 @@
 Submission line (official QVHighlights format)::
 
     {"qid": int, "query": str, "vid": str,
-     "pred_relevant_windows": [[st, ed, score], ...],          # seconds, any order
+     "pred_relevant_windows": [[st, ed, score], ...],          # seconds, best first
      "pred_saliency_scores": [float, ...]}                      # one per 2-s clip of the video
+
+The official evaluation (moment_detr ``standalone_eval/eval.py``) reads the windows in list order:
+it keeps the first 10 and takes the first as the top-1, so a file should list them best first
+(:func:`write_submission` does). A saliency list should hold ``int(duration / 2)`` scores; the
+official script cuts a longer one and zero-pads a shorter one (``compute_ap_from_tuple``), and so
+does :func:`~course_lib.metrics.qvhighlights.eval_qvhighlights` by default, with a warning
+(``strict_saliency_length=True`` refuses them instead).
 
 Either prediction field may be left out by every line (moment retrieval only / highlight
 detection only), but not by some lines only. Ground-truth lines use the moment-record format
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -115,14 +123,28 @@ def _check_gt_saliency(rec: Mapping, qid: Any, n_clips: int) -> None:
             )
 
 
-def validate_submission(predictions: Sequence[Mapping], ground_truth: Sequence[Mapping]) -> None:
+def validate_submission(
+    predictions: Sequence[Mapping],
+    ground_truth: Sequence[Mapping],
+    strict_saliency_length: bool = False,
+) -> None:
     """Check a submission against its ground truth before any metric runs.
 
-    Checks: the ground truth itself (:func:`validate_ground_truth`), qids unique and equal to the ground-truth qids (missing and extra qids are named),
-    ``vid`` agrees with the ground truth where given, windows ``[st, ed, score]`` are finite with
-    ``st < ed`` and a non-NaN score, saliency lists have exactly one score per 2-s clip
-    (``int(duration / 2)``) and hold finite numbers, and the prediction fields are present in
-    all lines or in none.
+    Checks: the ground truth itself (:func:`validate_ground_truth`), qids unique and equal to the
+    ground-truth qids (missing and extra qids are named), ``vid`` agrees with the ground truth
+    where given, windows ``[st, ed, score]`` are finite with ``st < ed`` and a non-NaN score,
+    saliency lists are non-empty 1-D lists of finite numbers, and the prediction fields are
+    present in all lines or in none.
+
+    Saliency lists whose length is not ``int(duration / 2)``: by default one warning names how many
+    there are and the first qid, and the metrics cut or zero-pad them as moment_detr's
+    ``standalone_eval`` does (``compute_ap_from_tuple``); ``strict_saliency_length=True`` refuses
+    them.
+
+    Args:
+        predictions: submission lines (see module docstring).
+        ground_truth: moment records.
+        strict_saliency_length: option: a saliency list of the wrong length is an error.
 
     Raises:
         MetricInputError: naming the first bad qid / field.
@@ -132,6 +154,34 @@ def validate_submission(predictions: Sequence[Mapping], ground_truth: Sequence[M
     first = predictions[0] if isinstance(predictions[0], Mapping) else {}
     validate_ground_truth(ground_truth, need_saliency=SALIENCY_KEY in first)
     gt_by_qid = {rec["qid"]: rec for rec in ground_truth}
+    _check_qids(predictions, gt_by_qid)
+    for key in (WINDOW_KEY, SALIENCY_KEY):
+        present = [key in p for p in predictions]
+        if any(present) and not all(present):
+            qid = predictions[present.index(False)]["qid"]
+            raise MetricInputError(f"qid {qid!r} lacks {key!r} while other lines have it")
+    if not any(k in predictions[0] for k in (WINDOW_KEY, SALIENCY_KEY)):
+        raise MetricInputError(f"submission has neither {WINDOW_KEY!r} nor {SALIENCY_KEY!r}")
+    mismatched = [
+        message
+        for pred in predictions
+        if (message := _check_prediction(pred, gt_by_qid[pred["qid"]])) is not None
+    ]
+    if mismatched and strict_saliency_length:
+        raise MetricInputError(mismatched[0])
+    if mismatched:
+        warnings.warn(
+            f"{len(mismatched)} of {len(predictions)} lines have a saliency list of the wrong "
+            f"length (first: {mismatched[0]}); scored as moment_detr's standalone_eval does: "
+            "cut or zero-padded at the end for HL-mAP, the list as given for HL-Hit1 "
+            "(strict_saliency_length=True refuses them)",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _check_qids(predictions: Sequence[Mapping], gt_by_qid: Mapping) -> None:
+    """Every line has a qid, none twice, and the qids are exactly those of the ground truth."""
     pred_qids: list = []
     for i, pred in enumerate(predictions):
         if not isinstance(pred, Mapping) or "qid" not in pred:
@@ -148,19 +198,17 @@ def validate_submission(predictions: Sequence[Mapping], ground_truth: Sequence[M
         )
     if extra:
         raise MetricInputError(f"submission has qids not in the ground truth: {extra[:5]}")
-    for key in (WINDOW_KEY, SALIENCY_KEY):
-        present = [key in p for p in predictions]
-        if any(present) and not all(present):
-            qid = pred_qids[present.index(False)]
-            raise MetricInputError(f"qid {qid!r} lacks {key!r} while other lines have it")
-    if not any(k in predictions[0] for k in (WINDOW_KEY, SALIENCY_KEY)):
-        raise MetricInputError(f"submission has neither {WINDOW_KEY!r} nor {SALIENCY_KEY!r}")
-    for pred in predictions:
-        _check_prediction(pred, gt_by_qid[pred["qid"]])
 
 
-def _check_prediction(pred: Mapping, gt: Mapping) -> None:
-    """One submission line against its ground-truth record."""
+def _check_prediction(pred: Mapping, gt: Mapping) -> str | None:
+    """One submission line against its ground-truth record.
+
+    Returns:
+        None, or a message naming the qid when the saliency list has the wrong length.
+
+    Raises:
+        MetricInputError: a malformed field (the saliency length alone is not an error here).
+    """
     qid = pred["qid"]
     if "vid" in pred and pred["vid"] != gt.get("vid", pred["vid"]):
         raise MetricInputError(
@@ -172,20 +220,25 @@ def _check_prediction(pred: Mapping, gt: Mapping) -> None:
             raise MetricInputError(f"qid {qid!r}: {WINDOW_KEY} must be a list")
         for j, w in enumerate(windows):
             _check_window(w, qid, WINDOW_KEY, j, with_score=True)
-    if SALIENCY_KEY in pred:
-        scores = pred[SALIENCY_KEY]
-        expected = num_clips(gt["duration"])
-        if not isinstance(scores, _SEQUENCE) or np.ndim(scores) != 1 or len(scores) != expected:
-            if not isinstance(scores, _SEQUENCE):
-                got = type(scores).__name__
-            else:
-                got = len(scores) if np.ndim(scores) == 1 else f"shape {np.shape(scores)}"
-            raise MetricInputError(
-                f"qid {qid!r}: {SALIENCY_KEY} needs {expected} scores (one per 2-s clip of a "
-                f"{gt['duration']} s video), got {got}"
-            )
-        if not all(_is_number(s) and math.isfinite(s) for s in scores):
-            raise MetricInputError(f"qid {qid!r}: {SALIENCY_KEY} must hold finite numbers")
+    if SALIENCY_KEY not in pred:
+        return None
+    scores = pred[SALIENCY_KEY]
+    if not isinstance(scores, _SEQUENCE) or np.ndim(scores) != 1 or len(scores) == 0:
+        got = (
+            type(scores).__name__
+            if not isinstance(scores, _SEQUENCE)
+            else f"shape {np.shape(scores)}"
+        )
+        raise MetricInputError(f"qid {qid!r}: {SALIENCY_KEY} must be a non-empty list, got {got}")
+    if not all(_is_number(s) and math.isfinite(s) for s in scores):
+        raise MetricInputError(f"qid {qid!r}: {SALIENCY_KEY} must hold finite numbers")
+    expected = num_clips(gt["duration"])
+    if len(scores) == expected:
+        return None
+    return (
+        f"qid {qid!r}: {SALIENCY_KEY} needs {expected} scores (one per 2-s clip of a "
+        f"{gt['duration']} s video), got {len(scores)}"
+    )
 
 
 def _to_builtin(x: Any) -> Any:
@@ -200,7 +253,7 @@ def _to_builtin(x: Any) -> Any:
 
 
 def _sorted_windows(prediction: dict) -> dict:
-    """The prediction with its windows in score order (stable), as the official script expects."""
+    """The prediction with its windows in score order (stable), the order the official script trusts."""
     windows = prediction.get(WINDOW_KEY)
     if isinstance(windows, list) and all(
         isinstance(w, list) and len(w) == 3 and _is_number(w[2]) for w in windows
@@ -213,8 +266,8 @@ def write_submission(path: str | os.PathLike, predictions: Sequence[Mapping]) ->
     """Write predictions as official-format jsonl (one json object per line), atomically.
 
     ``pred_relevant_windows`` are written sorted by score, highest first (ties keep their order):
-    the official moment_detr script takes windows in list order (top-10 cut, top-1 for R1) while
-    :func:`eval_qvhighlights` ranks them by score, so sorting makes both score a file the same.
+    moment_detr's ``standalone_eval`` (and :func:`eval_qvhighlights` by default) reads windows in
+    list order (top-10 cut, first window for R1), so the file's order must be the ranking.
     numpy / torch numbers are converted to plain python. Nothing is written if a line cannot be
     serialised (the previous file, if any, stays intact).
     """

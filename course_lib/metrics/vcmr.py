@@ -1,28 +1,35 @@
 """Video corpus moment retrieval recall (TVR style): VCMR, SVMR and VR R@K.
 
-Follows TVRetrieval's ``standalone_eval/eval.py`` (Lei et al., ECCV 2020):
+By default every definition is that of TVRetrieval's ``standalone_eval/eval.py`` (Lei et al.,
+ECCV 2020; ``eval_by_task_type``):
 
-* Per query, predictions ``[vid, st, ed, score]`` are ranked by score (descending, stable; the
-  official script takes the list order, identical for score-sorted lists) and cut to the top 100.
-* **VCMR R@K, IoU>=t**: hit when one of the top-K predictions has a ground-truth video and IoU >= t
-  with a ground-truth moment of that video.
-* **SVMR**: the same, after dropping every prediction that is not in a ground-truth video.
-* **VR R@K**: video retrieval; the ranked list of *distinct* predicted videos (first occurrence
-  counts), hit when one of the top-K videos has a ground-truth moment.
-* Values are percentages with 2 decimals; keys ``"0.5-r1"`` (VCMR/SVMR) and ``"r1"`` (VR), K in
-  (1, 5, 10, 100), t in (0.5, 0.7).
+* Order: the script trusts the submission's order. Per query it keeps the first 100 predictions
+  ``[vid, st, ed, score]`` *as listed* (``max_pred_per_query``) and never sorts by score.
+* **VCMR R@K, IoU>=t**: hit when one of the first K predictions has a ground-truth video and
+  IoU >= t with a ground-truth moment of that video.
+* **SVMR**: the same, after dropping every prediction (of the first 100) that is not in a
+  ground-truth video.
+* **VR R@K**: hit when one of the first K predictions is in a ground-truth video. K counts list
+  positions: a video listed twice takes two positions. The official VR lines are
+  ``[vid, 0, 0, score]`` (times unused), and are accepted as such.
+* IoU (``compute_temporal_iou_batch``): start/end times are cast to float32 and the IoU is
+  computed in float32 with the union taken as the hull of the two windows (equal to the union
+  when they overlap); numpy compares it with the threshold in float32 too, so exact ratios such
+  as 14 s / 20 s = 0.7 still hit 0.7. ``float32_iou=False`` computes in float64 instead.
+* Values are percentages with 2 decimals (``get_rounded_percentage``); keys ``"0.5-r1"``
+  (VCMR/SVMR) and ``"r1"`` (VR), K in (1, 5, 10, 100), t in (0.5, 0.7).
+
+Explicit options for other behaviour:
+  * ``rank_by_score=True``: rank all predictions by score (descending, stable) before the top-100
+    cut. Identical to the default for lists written best first.
+  * ``distinct_videos=True`` (VR): K counts distinct videos (first occurrence) instead of list
+    positions.
 
 Several relevant moments per query (our corpus, TVR-Ranking style): TVR has exactly one GT moment
-per query. Here the GT of a query is every ``relevant_moments`` entry with relevance >=
-``min_relevance`` (default 1), and a prediction is correct when it matches **any** of them
-(same video and IoU >= t). Queries without such a moment are skipped (``n_queries`` says how many
-counted).
-
-Arithmetic: TVR casts start/end times to float32 and computes IoU in float32; numpy then
-compares with the threshold in float32 too, so exact ratios such as 14 s / 20 s = 0.7 still hit
-0.7. ``float32_iou=True`` (the default) reproduces this; it differs from float64 only within
-float32 rounding (e.g. a prediction ending at 0.69999999 s against GT [0, 1] hits 0.7 in float32
-and misses in float64). Pass ``float32_iou=False`` for float64 arithmetic.
+per query, so the official script has no rule for this. Here the GT of a query is every
+``relevant_moments`` entry with relevance >= ``min_relevance`` (default 1), and a prediction is
+correct when it matches **any** of them (same video and IoU >= t). Queries without such a moment
+are skipped (``n_queries`` says how many counted).
 """
 
 from __future__ import annotations
@@ -45,17 +52,50 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def validate_corpus_predictions(predictions: Mapping, queries: Sequence[Mapping]) -> None:
+def _check_gt_moments(query: Mapping) -> None:
+    """Every relevant moment of a query has a vid, a window ``[st, ed]`` with st < ed and a relevance."""
+    qid = query["qid"]
+    for i, m in enumerate(query.get("relevant_moments", [])):
+        w = m.get("window") if isinstance(m, Mapping) else None
+        if w is None or len(w) != 2 or not all(_is_number(v) for v in w) or not w[0] < w[1]:
+            raise MetricInputError(
+                f"qid {qid!r}: relevant_moments[{i}] needs window [st, ed], st < ed; got {w!r}"
+            )
+        if "vid" not in m or not _is_number(m.get("relevance", 1)):
+            raise MetricInputError(
+                f"qid {qid!r}: relevant_moments[{i}] needs 'vid' and a numeric 'relevance'"
+            )
+
+
+def _check_prediction_lines(qid: Any, preds: Sequence, need_times: bool) -> None:
+    """Every line is ``[vid, st, ed, score]`` with numbers, a non-NaN score and, for moments, st < ed."""
+    for i, p in enumerate(preds):
+        if len(p) != 4 or not all(_is_number(v) for v in p[1:]):
+            raise MetricInputError(
+                f"qid {qid!r}: prediction {i} must be [vid, st, ed, score], got {p!r}"
+            )
+        if math.isnan(p[3]):
+            raise MetricInputError(f"qid {qid!r}: prediction {i} has a NaN score")
+        if need_times and not p[1] < p[2]:
+            raise MetricInputError(f"qid {qid!r}: prediction {i} must have st < ed, got {p[1:3]!r}")
+
+
+def validate_corpus_predictions(
+    predictions: Mapping, queries: Sequence[Mapping], task: str = "VCMR"
+) -> None:
     """Check corpus-level predictions against corpus queries.
 
     Args:
         predictions: qid -> list of ``[vid, st, ed, score]`` (an empty list is a legal miss).
         queries: corpus queries ``{"qid", "query", "relevant_moments": [{"vid", "duration",
             "window", "relevance"}, ...]}``.
+        task: ``"VR"`` lines may have any times (the official form is ``[vid, 0, 0, score]``);
+            moment lines (VCMR, SVMR) need ``st < ed``.
 
     Raises:
         MetricInputError: a qid missing on either side, a duplicate GT qid, a malformed
-        prediction (not 4 fields, st >= ed, NaN score) or GT moment (names qid and index).
+        prediction (not 4 fields, NaN score, st >= ed for a moment) or GT moment (names qid and
+        index).
     """
     if not isinstance(predictions, Mapping):
         raise MetricInputError("predictions must map qid -> [[vid, st, ed, score], ...]")
@@ -71,28 +111,8 @@ def validate_corpus_predictions(predictions: Mapping, queries: Sequence[Mapping]
     if extra:
         raise MetricInputError(f"predictions have qids not in the ground truth: {extra[:5]}")
     for query in queries:
-        qid = query["qid"]
-        for i, m in enumerate(query.get("relevant_moments", [])):
-            w = m.get("window") if isinstance(m, Mapping) else None
-            if w is None or len(w) != 2 or not all(_is_number(v) for v in w) or not w[0] < w[1]:
-                raise MetricInputError(
-                    f"qid {qid!r}: relevant_moments[{i}] needs window [st, ed], st < ed; got {w!r}"
-                )
-            if "vid" not in m or not _is_number(m.get("relevance", 1)):
-                raise MetricInputError(
-                    f"qid {qid!r}: relevant_moments[{i}] needs 'vid' and a numeric 'relevance'"
-                )
-        for i, p in enumerate(predictions[qid]):
-            if len(p) != 4 or not all(_is_number(v) for v in p[1:]):
-                raise MetricInputError(
-                    f"qid {qid!r}: prediction {i} must be [vid, st, ed, score], got {p!r}"
-                )
-            if math.isnan(p[3]):
-                raise MetricInputError(f"qid {qid!r}: prediction {i} has a NaN score")
-            if not p[1] < p[2]:
-                raise MetricInputError(
-                    f"qid {qid!r}: prediction {i} must have st < ed, got {p[1:3]!r}"
-                )
+        _check_gt_moments(query)
+        _check_prediction_lines(query["qid"], predictions[query["qid"]], task != "VR")
 
 
 def rank_predictions(
@@ -103,7 +123,25 @@ def rank_predictions(
     return ranked if top_k is None else ranked[:top_k]
 
 
-def gt_moments(query: Mapping, min_relevance: int = 1) -> list[Mapping]:
+def top_predictions(
+    preds: Sequence[Sequence], top_k: int | None = MAX_PREDICTIONS, rank_by_score: bool = False
+) -> list[Sequence]:
+    """The predictions that count, in rank order (TVRetrieval ``eval_by_task_type``).
+
+    Args:
+        preds: ``[vid, st, ed, score]`` lines.
+        top_k: how many count (100 in TVR; None: all).
+        rank_by_score: option: sort by score first (:func:`rank_predictions`).
+
+    Returns:
+        Default: the first ``top_k`` lines as listed (the official script never sorts).
+    """
+    if rank_by_score:
+        return rank_predictions(preds, top_k)
+    return list(preds) if top_k is None else list(preds[:top_k])
+
+
+def gt_moments(query: Mapping, min_relevance: float = 1) -> list[Mapping]:
     """The relevant moments of a corpus query with relevance >= ``min_relevance``."""
     return [m for m in query.get("relevant_moments", []) if m.get("relevance", 1) >= min_relevance]
 
@@ -139,60 +177,123 @@ def correct_matrix(
     return correct
 
 
+def video_hits(
+    preds: Sequence[Sequence], gt_vids: set, ks: Sequence[int], distinct_videos: bool = False
+) -> dict[str, bool]:
+    """VR hits of one query: is a ground-truth video among the first K (TVRetrieval ``VR``)?
+
+    Args:
+        preds: ranked ``[vid, ...]`` lines.
+        gt_vids: the videos with a ground-truth moment.
+        ks: the K values.
+        distinct_videos: option: K counts distinct videos (first occurrence), not positions.
+
+    Returns:
+        ``{"r1": bool, ...}``.
+    """
+    vids = [p[0] for p in preds]
+    if distinct_videos:
+        vids = list(dict.fromkeys(vids))
+    return {f"r{k}": any(v in gt_vids for v in vids[:k]) for k in ks}
+
+
+def moment_hits(
+    preds: Sequence[Sequence],
+    moments: Sequence[Mapping],
+    ks: Sequence[int],
+    iou_thresholds: Sequence[float],
+    float32_iou: bool = True,
+) -> dict[str, bool]:
+    """VCMR / SVMR hits of one query: does one of the first K predictions match a GT moment?
+
+    Returns:
+        ``{"0.5-r1": bool, ...}`` for every threshold and K.
+    """
+    correct = correct_matrix(preds, moments, iou_thresholds, float32_iou)
+    return {
+        f"{thr}-r{k}": bool(correct[t, :k].any())
+        for t, thr in enumerate(iou_thresholds)
+        for k in ks
+    }
+
+
 def vcmr_recall(
     predictions: Mapping,
     queries: Sequence[Mapping],
     task: str = "VCMR",
     ks: Sequence[int] = RECALL_KS,
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
-    min_relevance: int = 1,
+    min_relevance: float = 1,
     float32_iou: bool = True,
+    rank_by_score: bool = False,
+    distinct_videos: bool = False,
 ) -> dict[str, float]:
     """R@K (and IoU>=t) for one task, averaged over the queries that have a GT moment.
 
     Args:
-        predictions: qid -> ``[[vid, st, ed, score], ...]``.
+        predictions: qid -> ``[[vid, st, ed, score], ...]``, best first (the list order is the
+            ranking, as in TVRetrieval's ``eval_by_task_type``).
         queries: corpus queries with ``relevant_moments``.
         task: ``"VCMR"``, ``"SVMR"`` or ``"VR"`` (see module docstring).
         ks: the K values.
         iou_thresholds: the IoU thresholds (ignored for VR).
         min_relevance: moments below this relevance do not count as GT.
         float32_iou: reproduce TVR's float32 IoU.
+        rank_by_score: option: rank each list by score before the top-100 cut.
+        distinct_videos: option for VR: K counts distinct videos instead of list positions.
 
     Returns:
         ``{"0.5-r1": %, ...}`` (VCMR/SVMR) or ``{"r1": %, ...}`` (VR), plus ``"n_queries"``.
+
+    Raises:
+        MetricInputError: malformed input, an unknown task, or no query with a relevant moment.
     """
     if task not in TASKS:
         raise MetricInputError(f"task must be one of {TASKS}, got {task!r}")
-    validate_corpus_predictions(predictions, queries)
+    validate_corpus_predictions(predictions, queries, task)
     hits: dict[str, list[bool]] = {}
+    n_scored = 0
     for query in queries:
         moments = gt_moments(query, min_relevance)
         if not moments:
             continue  # no relevant moment: the query is not scored
+        n_scored += 1
         gt_vids = {m["vid"] for m in moments}
-        preds = rank_predictions(predictions[query["qid"]])
+        preds = top_predictions(predictions[query["qid"]], MAX_PREDICTIONS, rank_by_score)
         if task == "VR":
-            ranked_vids = list(dict.fromkeys(p[0] for p in preds))  # distinct, first occurrence
-            for k in ks:
-                hits.setdefault(f"r{k}", []).append(any(v in gt_vids for v in ranked_vids[:k]))
-            continue
-        if task == "SVMR":
-            preds = [p for p in preds if p[0] in gt_vids]
-        correct = correct_matrix(preds, moments, iou_thresholds, float32_iou)
-        for t, thr in enumerate(iou_thresholds):
-            for k in ks:
-                hits.setdefault(f"{thr}-r{k}", []).append(bool(correct[t, :k].any()))
-    n = sum(1 for q in queries if gt_moments(q, min_relevance))
-    if n == 0:
+            one = video_hits(preds, gt_vids, ks, distinct_videos)
+        else:
+            if task == "SVMR":
+                preds = [p for p in preds if p[0] in gt_vids]
+            one = moment_hits(preds, moments, ks, iou_thresholds, float32_iou)
+        for key, hit in one.items():
+            hits.setdefault(key, []).append(hit)
+    if n_scored == 0:
         raise MetricInputError(f"no query has a relevant moment with relevance >= {min_relevance}")
-    out = {key: round(100 * float(np.mean(v)), 2) for key, v in hits.items()}
-    out["n_queries"] = n
+    out: dict[str, float] = {key: round(100 * float(np.mean(v)), 2) for key, v in hits.items()}
+    out["n_queries"] = n_scored
     return out
 
 
 def eval_vcmr(
-    predictions: Mapping, queries: Sequence[Mapping], **kwargs: Any
+    predictions: Mapping,
+    queries: Sequence[Mapping],
+    vr_predictions: Mapping | None = None,
+    **kwargs: Any,
 ) -> dict[str, dict[str, float]]:
-    """All three TVR tasks: ``{"VCMR": {...}, "SVMR": {...}, "VR": {...}}`` (kwargs as vcmr_recall)."""
-    return {task: vcmr_recall(predictions, queries, task=task, **kwargs) for task in TASKS}
+    """All three TVR tasks: ``{"VCMR": {...}, "SVMR": {...}, "VR": {...}}``.
+
+    Args:
+        predictions: qid -> moment lines, used for VCMR and SVMR (and for VR when
+            ``vr_predictions`` is None).
+        queries: corpus queries.
+        vr_predictions: qid -> video lines ``[vid, 0, 0, score]`` for VR (the official
+            submission's separate ``"VR"`` list).
+        **kwargs: passed to :func:`vcmr_recall`.
+
+    Returns:
+        One :func:`vcmr_recall` result per task.
+    """
+    vr = predictions if vr_predictions is None else vr_predictions
+    by_task = {"VCMR": predictions, "SVMR": predictions, "VR": vr}
+    return {task: vcmr_recall(by_task[task], queries, task=task, **kwargs) for task in TASKS}

@@ -8,15 +8,25 @@ scaling the kernel ``K = exp(S / tau)`` to a doubly-stochastic-like matrix
 
 with the Sinkhorn-Knopp iterations ``a <- r / (K b)``, ``b <- c / (K^T a)``. A video that is
 over-represented gets a small ``b_j``. At evaluation UCoFiA computes ``log b`` on a *query bank*
-(training texts x test videos, 4 iterations) and adds it to the test similarities of every
-granularity before averaging them.
+(training texts x test videos) and adds it to the test similarities of every granularity before
+averaging them.
+
+Default: UCoFiA's ``sinkhorn_knopp`` (Ziyang412/UCoFiA, ``eval_t2v/main_ucofia.py`` and
+``modules/modeling_ucofia.py``) at its settings: the kernel is ``exp(S)`` of the logits
+(``tau = 1``), the iteration *starts with a column normalisation* ``b = 1 / (K^T 1)``, then runs
+``n_iters = 4`` (row, column) update pairs, and the per-video bias is ``log_softmax(log b)``.
+UCoFiA targets marginals 1 instead of ``1/N`` and ``1/M``; that scales ``a`` and ``b`` by
+constants, which the log-softmax removes, so :func:`video_bias_from_bank` equals UCoFiA's video
+bias. ``column_init=False`` (explicit option) starts from ``b = 1`` instead, the plain
+Sinkhorn-Knopp start without UCoFiA's first column normalisation.
 
 Everything here runs in log space (``log a = log r - logsumexp(S/tau + log b)``), so nothing
-overflows or underflows even at ``tau = 0.01`` with large similarities. Work is done in the input
-dtype (float16/bfloat16 are promoted to float32). In float32 the absolute error of the log
-quantities is about ``1e-7 * max|S / tau|``; pass float64 when you need tight marginals at very
-small temperatures. ``S / tau`` is never materialised: row/column log-sum-exps stream over row
-blocks, so the extra memory is one ``block_rows x M`` buffer rather than another ``N x M`` matrix.
+overflows or underflows even at ``tau = 0.01`` with large similarities (UCoFiA subtracts the
+matrix maximum before ``exp`` instead). Work is done in the input dtype (float16/bfloat16 are
+promoted to float32). In float32 the absolute error of the log quantities is about
+``1e-7 * max|S / tau|``; pass float64 when you need tight marginals at very small temperatures.
+``S / tau`` is never materialised: row/column log-sum-exps stream over row blocks, so the extra
+memory is one ``block_rows x M`` buffer rather than another ``N x M`` matrix.
 Note: these in-place block kernels are for evaluation; they do not support autograd.
 """
 
@@ -95,21 +105,26 @@ def _lse_cols(
 def sinkhorn_log(
     sims: torch.Tensor,
     tau: float = 1.0,
-    n_iters: int = 20,
+    n_iters: int = 4,
     return_plan: bool = False,
     block_rows: int = 256,
+    column_init: bool = True,
 ) -> SinkhornResult:
     """Log-space Sinkhorn-Knopp scaling of ``K = exp(sims / tau)`` to uniform marginals.
 
-    One iteration is a row update followed by a column update, so after any number of
-    iterations the column sums are exact (``1/M``) and the row sums approach ``1/N``.
+    Default (UCoFiA ``sinkhorn_knopp``): a column normalisation first (``log a = 0``,
+    ``log b_j = -log M - logsumexp_i(S_ij / tau)``), then ``n_iters`` pairs of a row update and a
+    column update. The column update comes last, so the column sums are exact (``1/M``) after
+    any number of iterations and the row sums approach ``1/N``.
 
     Args:
         sims: ``(N, M)`` similarity matrix (texts x videos), finite.
-        tau: temperature; the kernel is ``exp(sims / tau)``.
-        n_iters: number of (row, column) update pairs (UCoFiA uses 4 at evaluation).
+        tau: temperature; the kernel is ``exp(sims / tau)`` (UCoFiA: 1 on its logits).
+        n_iters: number of (row, column) update pairs after the start (UCoFiA: 4).
         return_plan: also return the ``(N, M)`` log transport plan.
         block_rows: rows processed at once in the log-sum-exps (memory bound).
+        column_init: start with UCoFiA's column normalisation (default); False starts from
+            ``log b = 0`` (explicit option).
 
     Returns:
         A :class:`SinkhornResult` (``log_row``, ``log_col``, ``log_plan`` or None).
@@ -123,7 +138,11 @@ def sinkhorn_log(
     n, m = sims.shape
     inv_tau = 1.0 / tau  # the log kernel z = sims / tau is formed block by block, never in full
     log_r, log_c = -math.log(n), -math.log(m)  # uniform target marginals
+    log_row = torch.zeros(n, dtype=sims.dtype, device=sims.device)
     log_col = torch.zeros(m, dtype=sims.dtype, device=sims.device)
+    if column_init:
+        # start: b_j = c_j / sum_i K_ij (columns of K normalised, a = 1)
+        log_col = log_c - _lse_cols(sims, inv_tau, log_row, block_rows)
     for _ in range(n_iters):
         # rows: a_i = r_i / sum_j K_ij b_j
         log_row = log_r - _lse_rows(sims, inv_tau, log_col, block_rows)
@@ -149,24 +168,26 @@ def marginal_error(log_plan: torch.Tensor) -> tuple[float, float]:
 
 
 def video_bias_from_bank(
-    bank_sims: torch.Tensor, tau: float = 1.0, n_iters: int = 4
+    bank_sims: torch.Tensor, tau: float = 1.0, n_iters: int = 4, column_init: bool = True
 ) -> torch.Tensor:
-    """Per-video log bias from a query bank (UCoFiA inference-time normalisation).
+    """Per-video log bias from a query bank (UCoFiA ``sinkhorn_knopp``'s second output).
 
     Runs :func:`sinkhorn_log` on ``bank_sims`` (bank texts, e.g. the training captions, x test
-    videos) and returns ``log b`` normalised with a log-softmax (a constant shift that does not
-    change any ranking; it makes biases of different granularities comparable).
+    videos) and returns ``log b`` normalised with a log-softmax, as UCoFiA does (a constant shift
+    that does not change any ranking; it makes biases of different granularities comparable).
+    At ``tau = 1`` on logits and the defaults it equals UCoFiA's video bias.
 
     Args:
         bank_sims: ``(N_bank, V)`` similarities of bank texts to the videos being searched.
         tau: temperature of the kernel (``1/logit_scale`` for cosine similarities; use 1.0 when
             ``bank_sims`` are already logits, as in UCoFiA).
         n_iters: Sinkhorn iterations (4 in UCoFiA).
+        column_init: start with UCoFiA's column normalisation (see :func:`sinkhorn_log`).
 
     Returns:
         ``(V,)`` log bias; add it with :func:`apply_video_bias`.
     """
-    log_col = sinkhorn_log(bank_sims, tau=tau, n_iters=n_iters).log_col
+    log_col = sinkhorn_log(bank_sims, tau=tau, n_iters=n_iters, column_init=column_init).log_col
     return torch.log_softmax(log_col, dim=0)
 
 

@@ -92,7 +92,10 @@ def test_merge_reference_on_a_known_case():
 
 # ----------------------------------------------------------------------------- 6.3 NDCG
 def test_ndcg_reference_equals_library_metric():
-    """The one-query reference agrees with course_lib.metrics.ndcg_iou (percent, 2 decimals)."""
+    """The one-query reference agrees with course_lib.metrics.ndcg_iou (percent, 2 decimals).
+
+    The exercise ranks the predictions by score, the library's ``rank_by_score`` option.
+    """
     for trial in range(40):
         preds, moments, k, thr = ch06._ndcg_inputs(np.random.default_rng([1, trial]))
         query = {
@@ -100,12 +103,15 @@ def test_ndcg_reference_equals_library_metric():
             "query": "q",
             "relevant_moments": [dict(m, duration=60.0) for m in moments],
         }
-        lib = ndcg_iou({0: preds}, [query], ks=(k,), iou_thresholds=(thr,))[f"NDCG@{k}-IoU{thr}"]
+        lib = ndcg_iou({0: preds}, [query], ks=(k,), iou_thresholds=(thr,), rank_by_score=True)
+        lib = lib[f"NDCG@{k}-IoU{thr}"]
         assert lib == pytest.approx(100 * ch06.ndcg_at_k_iou(preds, moments, k, thr), abs=0.006)
 
 
-def _gains(preds, moments, k, thr, consume=True):
-    gt = sorted((m for m in moments if m["relevance"] > 0), key=lambda m: -m["relevance"])
+def _gains(preds, moments, k, thr, consume=True, inclusive=False, drop_zero=False):
+    """Gains of the ranked predictions; the TVR-Ranking rule unless a mistake is switched on."""
+    kept = [m for m in moments if m["relevance"] > 0] if drop_zero else list(moments)
+    gt = sorted(kept, key=lambda m: -m["relevance"])
     ranked = sorted(preds, key=lambda p: -p[3])[:k]
     free, gains = list(gt), []
     for vid, st, ed, _ in ranked:
@@ -117,7 +123,7 @@ def _gains(preds, moments, k, thr, consume=True):
             iou = max(0.0, min(ed, b) - max(st, a)) / (max(ed, b) - min(st, a))
             if iou > best_iou:
                 best, best_iou = m, iou
-        if best is not None and best_iou >= thr:
+        if best is not None and (best_iou >= thr if inclusive else best_iou > thr):
             gains.append(best["relevance"])
             if consume:
                 free.remove(best)
@@ -150,8 +156,20 @@ def ndcg_linear_gain(preds, moments, k, thr):
 def ndcg_idcg_unsorted(preds, moments, k, thr):
     """Takes the ideal DCG from the first K moments in input order, not the K most relevant."""
     _, gains = _gains(preds, moments, k, thr)
-    ideal = [m["relevance"] for m in moments if m["relevance"] > 0][:k]
+    ideal = [m["relevance"] for m in moments][:k]
     return _dcg(gains) / _dcg(ideal)
+
+
+def ndcg_inclusive_iou(preds, moments, k, thr):
+    """Hits at IoU >= threshold (the SPR code) instead of the official IoU > threshold."""
+    gt, gains = _gains(preds, moments, k, thr, inclusive=True)
+    return _dcg(gains) / _dcg([m["relevance"] for m in gt][:k])
+
+
+def ndcg_drops_relevance_zero(preds, moments, k, thr):
+    """Leaves relevance-0 moments out of the GT, so they can no longer be used up."""
+    gt, gains = _gains(preds, moments, k, thr, drop_zero=True)
+    return _dcg(gains) / _dcg([m["relevance"] for m in gt][:k])
 
 
 def ndcg_unranked(preds, moments, k, thr):
@@ -167,7 +185,15 @@ def test_ndcg_checker_accepts_reference_and_hand_written(capsys):
 
 
 @pytest.mark.parametrize(
-    "wrong", [ndcg_reuses_moments, ndcg_linear_gain, ndcg_idcg_unsorted, ndcg_unranked]
+    "wrong",
+    [
+        ndcg_reuses_moments,
+        ndcg_linear_gain,
+        ndcg_idcg_unsorted,
+        ndcg_unranked,
+        ndcg_inclusive_iou,
+        ndcg_drops_relevance_zero,
+    ],
 )
 def test_ndcg_checker_rejects(wrong):
     with pytest.raises(ExerciseError, match="Exercise 6.3"):

@@ -205,7 +205,8 @@ def test_ablation_table_rows_and_columns() -> None:
 
 
 # ----------------------------------------------------------------------------- checkers
-def _sinkhorn_columns_first(sims, tau, n_iters):
+def _sinkhorn_stale_column_bias(sims, tau, n_iters):
+    """Wrong: returns the column bias from before the last row update."""
     z, log_a = sims / tau, torch.zeros(sims.shape[0], dtype=sims.dtype)
     for _ in range(n_iters):
         log_b = -math.log(sims.shape[1]) - torch.logsumexp(z + log_a[:, None], dim=0)
@@ -213,7 +214,8 @@ def _sinkhorn_columns_first(sims, tau, n_iters):
     return log_a, log_b
 
 
-def _sinkhorn_naive(sims, tau, n_iters):
+def _sinkhorn_rows_first(sims, tau, n_iters):
+    """Wrong: starts with a row update (UCoFiA starts with a column normalisation)."""
     k, b = torch.exp(sims / tau), torch.ones(sims.shape[1], dtype=sims.dtype)
     for _ in range(n_iters):
         a = (1 / sims.shape[0]) / (k @ b)
@@ -248,7 +250,7 @@ CHECKERS = {
     "sinkhorn": (
         ch02.check_sinkhorn_log,
         ch02.sinkhorn_log,
-        [_sinkhorn_columns_first, _sinkhorn_naive],
+        [_sinkhorn_stale_column_bias, _sinkhorn_rows_first],
     ),
     "isa": (ch02.check_isa_aggregate, ch02.isa_aggregate, [_isa_ignores_mask, _isa_single_softmax]),
     "recall": (

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,12 @@ from course_lib.metrics import (
     vcmr_recall,
     write_submission,
 )
-from course_lib.metrics.qvhighlights import IOU_THRESHOLDS, gt_saliency_matrix
+from course_lib.metrics.qvhighlights import (
+    IOU_THRESHOLDS,
+    UNBOUNDED_LENGTH_BUCKETS,
+    gt_saliency_matrix,
+    rank_windows,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BRIEF_KEYS = [
@@ -83,7 +90,7 @@ def test_detection_ap_hand():
     gt = [[0, 10], [20, 30]]
     preds = [[0, 10, 0.9], [40, 50, 0.8], [20, 30, 0.7]]
     np.testing.assert_allclose(detection_ap(gt, preds), 5 / 6)
-    # input order does not matter: ranking is by score
+    # within the first 10 windows the listed order does not matter: they are ranked by score
     np.testing.assert_allclose(detection_ap(gt, preds[::-1]), 5 / 6)
 
 
@@ -121,6 +128,19 @@ def test_detection_ap_top10_cut_and_empty():
     np.testing.assert_allclose(detection_ap([[0, 10]], []), 0.0)
 
 
+def test_detection_ap_keeps_the_first_ten_listed():
+    # moment_detr compute_mr_ap cuts the list as given (first 10), then ranks those by score: the
+    # best-scored window listed 11th never counts; rank_by_score=True ranks the whole list first
+    preds = [[50 + i, 51 + i, 0.5] for i in range(10)] + [[0, 10, 0.9]]
+    np.testing.assert_allclose(detection_ap([[0, 10]], preds), 0.0)
+    np.testing.assert_allclose(detection_ap([[0, 10]], preds, rank_by_score=True), 1.0)
+    # the kept ten are ranked by score, equal scores in list order
+    ranked = rank_windows([[0, 1, 0.1], [2, 3, 0.9], [4, 5, 0.9], [6, 7, 0.95]], top_k=3)
+    assert ranked[:, 0].tolist() == [2.0, 4.0, 0.0]
+    ranked = rank_windows([[0, 1, 0.1], [2, 3, 0.9], [4, 5, 0.9], [6, 7, 0.95]], 3, True)
+    assert ranked[:, 0].tolist() == [6.0, 2.0, 4.0]
+
+
 def test_detection_ap_score_ties_keep_order():
     gt = [[0, 10]]
     # equal scores: the first listed is ranked first
@@ -132,6 +152,15 @@ def test_top1_iou():
     assert top1_iou([[0, 10], [20, 30]], [[22, 30, 0.2], [0, 10, 0.1]]) == pytest.approx(0.8)
     assert top1_iou([[0, 20]], [[0, 14, 1.0]]) == 0.7  # exact: counts at R1@0.7
     assert top1_iou([[0, 10]], []) == 0.0
+
+
+def test_top1_iou_is_the_first_listed_window():
+    # moment_detr compute_mr_r1 takes pred_relevant_windows[0], whatever the scores say
+    gt, preds = [[0, 10], [20, 30]], [[0, 10, 0.1], [22, 30, 0.2]]
+    assert top1_iou(gt, preds) == 1.0
+    assert top1_iou(gt, preds, rank_by_score=True) == pytest.approx(0.8)
+    # the first of equal best scores under the option
+    assert top1_iou(gt, [[22, 30, 0.5], [0, 10, 0.5]], rank_by_score=True) == pytest.approx(0.8)
 
 
 # ============================================================================ hand-computed HL
@@ -151,6 +180,9 @@ def test_hit_at_1_first_max_on_ties():
     assert hl_hit_at_1(gt, [0.1, 0.9, 0.9], 4) == 1.0  # first of the tied maxima is clip 1
     assert hl_hit_at_1(gt, [0.9, 0.9, 0.1], 2) == 0.0
     assert hl_hit_at_1(gt, [0.0, 0.0, 1.0], 1) == 1.0
+    # a list longer than the video: a top clip beyond the video is a miss (compute_hl_hit1)
+    assert hl_hit_at_1(gt, [0.0, 0.9, 0.0, 1.0], 4) == 0.0
+    assert hl_hit_at_1(gt, [0.0, 0.9], 4) == 1.0  # shorter list: its own argmax
 
 
 def test_gt_saliency_matrix():
@@ -190,6 +222,54 @@ def test_eval_buckets_filter_gt_not_predictions():
     res = eval_qvhighlights(oracle_preds, gt)["brief"]
     assert res["MR-full-mAP"] == 100.0 and res["MR-short-mAP"] == 100.0
     assert res["MR-long-mAP"] == 50.0  # [0, 4] ranks first and is a false positive there
+
+
+def test_long_bucket_ends_at_150_seconds():
+    # moment_detr length_ranges: long = (30, 150]; a 160-s window counts in full only
+    gt = [record(1, [[0, 160]], duration=200.0), record(2, [[0, 40]], duration=60.0)]
+    preds = [prediction(r, [[*r["relevant_windows"][0], 1.0]]) for r in gt]
+    res = eval_qvhighlights(preds, gt)
+    assert res["n_queries"] == {"short": 0, "middle": 0, "long": 1, "full": 2}
+    assert res["brief"]["MR-long-mAP"] == 100.0 and res["brief"]["MR-full-mAP"] == 100.0
+    unbounded = eval_qvhighlights(preds, gt, length_buckets=UNBOUNDED_LENGTH_BUCKETS)
+    assert unbounded["n_queries"]["long"] == 2
+    with pytest.raises(MetricInputError, match="length_buckets"):
+        eval_qvhighlights(preds, gt, length_buckets={"long": (30.0, 150.0)})
+
+
+def test_r1_uses_the_first_listed_window():
+    gt = [record(1, [[20, 30]])]
+    preds = [prediction(gt[0], [[0, 10, 0.1], [20, 30, 0.9]])]
+    assert eval_qvhighlights(preds, gt)["brief"]["MR-full-R1@0.5"] == 0.0
+    assert eval_qvhighlights(preds, gt, rank_by_score=True)["brief"]["MR-full-R1@0.5"] == 100.0
+    # mAP ranks the kept windows by score either way
+    assert eval_qvhighlights(preds, gt)["brief"]["MR-full-mAP"] == 100.0
+
+
+def test_saliency_of_wrong_length_is_cut_or_padded_with_a_warning():
+    # 5 clips; only clip 4 is positive. moment_detr compute_ap_from_tuple pads a short list with
+    # zeros (clip 4 gets 0, ranked last: AP 1/5) and cuts a long one; Hit1 takes the list's argmax
+    gt = [record(1, [[8, 10]], duration=10.0)]
+    short = [{"qid": 1, "pred_saliency_scores": [0.1, 0.2, 0.3, 0.4]}]
+    with pytest.warns(UserWarning, match=r"1 of 1 lines.*needs 5 scores.*got 4"):
+        brief = eval_qvhighlights(short, gt)["brief"]
+    assert brief["HL-min-Fair-mAP"] == 20.0 and brief["HL-min-Fair-Hit1"] == 0.0
+    long = [{"qid": 1, "pred_saliency_scores": [0.0, 0.0, 0.0, 0.0, 0.5, 0.9]}]
+    with pytest.warns(UserWarning, match="got 6"):
+        brief = eval_qvhighlights(long, gt)["brief"]
+    assert brief["HL-min-Fair-mAP"] == 100.0  # cut to 5 clips: clip 4 ranks first
+    assert brief["HL-min-Fair-Hit1"] == 0.0  # the argmax is clip 5, beyond the video
+    with pytest.raises(MetricInputError, match="needs 5 scores.*got 4"):
+        eval_qvhighlights(short, gt, strict_saliency_length=True)
+    with pytest.raises(MetricInputError, match="needs 5 scores"):
+        validate_submission(short, gt, strict_saliency_length=True)
+
+
+def test_saliency_of_right_length_gives_no_warning():
+    preds, gt = _valid()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_submission(preds, gt)
 
 
 def test_eval_no_predicted_windows_is_a_miss():
@@ -246,10 +326,7 @@ def _valid():
             "qid 2.*NaN score",
         ),
         (lambda p, g: p[0].__setitem__("pred_relevant_windows", [[0, 5]]), "list of 3 numbers"),
-        (
-            lambda p, g: p[0].__setitem__("pred_saliency_scores", [0.0] * 29),
-            "needs 30 scores.*got 29",
-        ),
+        (lambda p, g: p[0].__setitem__("pred_saliency_scores", []), "non-empty list"),
         (lambda p, g: p[0].__setitem__("pred_saliency_scores", [float("nan")] * 30), "finite"),
         (lambda p, g: p[1].pop("pred_saliency_scores"), "qid 2 lacks 'pred_saliency_scores'"),
         (lambda p, g: p.append(dict(p[0])), "qid 1 more than once"),
@@ -296,8 +373,8 @@ def test_write_read_submission_roundtrip(tmp_path):
 
 
 def test_write_submission_sorts_windows_by_score_for_the_official_script(tmp_path):
-    # the official script reads windows in list order (top-10 cut, top-1 for R1); ours ranks by
-    # score, so the file is written in score order and both agree on it
+    # the official script (and eval_qvhighlights by default) reads windows in list order (top-10
+    # cut, top-1 for R1), so the file is written in score order: its order is the ranking
     gt = [record(1, [[20, 30]])]
     unsorted = [[0, 10, 0.1], [20, 30, 0.9], [40, 50, 0.5], [44, 50, 0.5]]
     preds = [prediction(gt[0], unsorted)]
@@ -311,10 +388,12 @@ def test_write_submission_sorts_windows_by_score_for_the_official_script(tmp_pat
         [0, 10, 0.1],
     ]
     assert preds[0]["pred_relevant_windows"] == unsorted  # the caller's list is not reordered
-    ours = [json.dumps(eval_qvhighlights(p, gt)["brief"]) for p in (back, preds)]  # NaN-safe
-    assert ours[0] == ours[1]
-    first = back[0]["pred_relevant_windows"][0]  # what the official R1 looks at
-    assert first == [20, 30, 0.9]
+    # the written file scores like the unsorted list ranked by score (the option) ...
+    file_brief = json.dumps(eval_qvhighlights(back, gt)["brief"])  # NaN-safe
+    assert file_brief == json.dumps(eval_qvhighlights(preds, gt, rank_by_score=True)["brief"])
+    # ... and unlike the unsorted list read in its own order, whose first window misses
+    assert eval_qvhighlights(preds, gt)["brief"]["MR-full-R1@0.5"] == 0.0
+    assert eval_qvhighlights(back, gt)["brief"]["MR-full-R1@0.5"] == 100.0
 
 
 def test_write_submission_nan_keeps_old_file(tmp_path):
@@ -340,8 +419,9 @@ def slow_iou(a, b):
 
 
 def slow_query_ap(gt_windows, pred_windows, thr):
-    """Plain-python detection AP: greedy matching, VOC envelope by explicit max over the tail."""
-    ranked = sorted(pred_windows, key=lambda w: -w[2])[:10]
+    """Plain-python detection AP: the first 10 listed ranked by score, greedy matching, VOC
+    envelope by explicit max over the tail."""
+    ranked = sorted(pred_windows[:10], key=lambda w: -w[2])
     used, hits = set(), []
     for p in ranked:
         best, best_iou = None, -1.0
@@ -385,7 +465,7 @@ def slow_eval(preds, gts):
         ("full", -1, 1e9),
         ("short", 0, 10),
         ("middle", 10, 30),
-        ("long", 30, 1e9),
+        ("long", 30, 150),
     ]:
         per_thr = {t: [] for t in IOU_THRESHOLDS}
         r1 = {0.5: [], 0.7: []}
@@ -396,7 +476,7 @@ def slow_eval(preds, gts):
             pw = pred_by_qid[g["qid"]]["pred_relevant_windows"]
             for t in IOU_THRESHOLDS:
                 per_thr[t].append(slow_query_ap(windows, pw, t))
-            top = sorted(pw, key=lambda w: -w[2])[0]
+            top = pw[0]  # the first listed window
             best = max(slow_iou(top, w) for w in windows)
             for t in r1:
                 r1[t].append(best >= t)
@@ -464,6 +544,32 @@ def test_golden_fixture_is_well_formed():
         for p in preds
     )
     validate_submission(preds, gts)
+
+
+MOMENT_DETR_DIR = os.environ.get("MOMENT_DETR_DIR")
+
+
+@pytest.mark.skipif(
+    not MOMENT_DETR_DIR, reason="set MOMENT_DETR_DIR to a jayleicn/moment_detr checkout"
+)
+def test_official_sample_predictions_reproduce_the_official_metrics():
+    """moment_detr's own sample file (13 short saliency lists) scores exactly as its script does.
+
+    Needs a checkout of jayleicn/moment_detr: ``standalone_eval/sample_val_preds.jsonl``, its
+    metrics ``standalone_eval/sample_val_preds_metrics_raw.json`` and
+    ``data/highlight_val_release.jsonl``.
+    """
+    root = Path(MOMENT_DETR_DIR)
+    preds = read_submission(root / "standalone_eval" / "sample_val_preds.jsonl")
+    gts = read_submission(root / "data" / "highlight_val_release.jsonl")
+    official = json.loads(
+        (root / "standalone_eval" / "sample_val_preds_metrics_raw.json").read_text()
+    )
+    with pytest.warns(UserWarning, match="13 of 1550 lines"):
+        ours = eval_qvhighlights(preds, gts)
+    assert dict(ours["brief"]) == official["brief"]
+    for bucket in ("full", "short", "middle", "long"):
+        assert ours[bucket] == official[bucket]
 
 
 # ============================================================================ property tests
@@ -583,10 +689,42 @@ def test_vcmr_float32_arithmetic():
     assert vcmr_recall(preds, queries, float32_iou=False)["0.7-r1"] == 0.0
 
 
-def test_vcmr_ranks_by_score_with_stable_ties():
+def test_vcmr_takes_the_list_order():
+    # TVRetrieval eval_by_task_type never sorts: the first listed prediction is the top-1
     queries = [corpus_query(1, [("a", [0, 10], 1)])]
-    assert vcmr_recall({1: [["b", 0, 10, 0.1], ["a", 0, 10, 0.9]]}, queries)["0.5-r1"] == 100.0
-    assert vcmr_recall({1: [["b", 0, 10, 0.5], ["a", 0, 10, 0.5]]}, queries)["0.5-r1"] == 0.0
+    preds = {1: [["b", 0, 10, 0.1], ["a", 0, 10, 0.9]]}
+    assert vcmr_recall(preds, queries)["0.5-r1"] == 0.0
+    assert vcmr_recall(preds, queries)["0.5-r5"] == 100.0
+    # the top-100 cut is in list order too: the 101st line never counts
+    late = {1: [["b", 0, 10, 0.9]] * 100 + [["a", 0, 10, 1.0]]}
+    assert vcmr_recall(late, queries)["0.5-r100"] == 0.0
+
+
+def test_vcmr_rank_by_score_option_with_stable_ties():
+    queries = [corpus_query(1, [("a", [0, 10], 1)])]
+    preds = {1: [["b", 0, 10, 0.1], ["a", 0, 10, 0.9]]}
+    assert vcmr_recall(preds, queries, rank_by_score=True)["0.5-r1"] == 100.0
+    ties = {1: [["b", 0, 10, 0.5], ["a", 0, 10, 0.5]]}
+    assert vcmr_recall(ties, queries, rank_by_score=True)["0.5-r1"] == 0.0
+    late = {1: [["b", 0, 10, 0.9]] * 100 + [["a", 0, 10, 1.0]]}
+    assert vcmr_recall(late, queries, rank_by_score=True)["0.5-r1"] == 100.0
+
+
+def test_vr_counts_list_positions_and_accepts_official_lines():
+    # official VR lines are [vid, 0, 0, score]; K counts positions, so a repeated video takes two
+    queries = [corpus_query(1, [("b", [0, 10], 1)])]
+    vr_lines = {1: [["a", 0, 0, 0.9], ["a", 0, 0, 0.8], ["b", 0, 0, 0.7]]}
+    res = vcmr_recall(vr_lines, queries, task="VR", ks=(1, 2, 3))
+    assert (res["r1"], res["r2"], res["r3"]) == (0.0, 0.0, 100.0)
+    distinct = vcmr_recall(vr_lines, queries, task="VR", ks=(1, 2), distinct_videos=True)
+    assert (distinct["r1"], distinct["r2"]) == (0.0, 100.0)
+    # eval_vcmr scores VR on the separate video lines when given
+    moments = {1: [["b", 0, 10, 1.0]]}
+    both = eval_vcmr(moments, queries, vr_predictions=vr_lines)
+    assert both["VCMR"]["0.5-r1"] == 100.0 and both["VR"]["r1"] == 0.0 and both["VR"]["r5"] == 100.0
+    # moment lines still need st < ed
+    with pytest.raises(MetricInputError, match="st < ed"):
+        vcmr_recall(vr_lines, queries, task="VCMR")
 
 
 @pytest.mark.parametrize(
@@ -636,11 +774,47 @@ def test_ndcg_hand():
     assert res["NDCG@40-IoU0.7"] == res["NDCG@10-IoU0.5"] and res["n_queries"] == 1
 
 
-def test_ndcg_greater_equal_vs_strict():
+def test_ndcg_iou_above_threshold_vs_spr():
+    # TVR-Ranking ndcg_iou.py: IoU > t; SPR rvmr.py (the papers' IoU >= mu): IoU >= t
     queries = [corpus_query(1, [("a", [0, 10], 2)])]
     preds = {1: [["a", 0, 5, 0.9]]}  # IoU exactly 0.5
-    assert ndcg_iou(preds, queries)["NDCG@10-IoU0.5"] == 100.0
-    assert ndcg_iou(preds, queries, strict=True)["NDCG@10-IoU0.5"] == 0.0
+    assert ndcg_iou(preds, queries)["NDCG@10-IoU0.5"] == 0.0
+    assert ndcg_iou(preds, queries)["NDCG@10-IoU0.3"] == 100.0
+    assert ndcg_iou(preds, queries, convention="spr")["NDCG@10-IoU0.5"] == 100.0
+    with pytest.raises(MetricInputError, match="convention"):
+        ndcg_iou(preds, queries, convention="paper")
+
+
+def test_ndcg_relevance_zero_moments_can_be_used_up():
+    # GT sorted by relevance: a[0, 8] (3), a[0, 10] (0). The first prediction overlaps the
+    # relevance-0 moment best (IoU 1 vs 0.8): TVR-Ranking gives it 0 and uses that moment up, the
+    # second prediction earns 3 -> NDCG = (7 / log2 3) / 7. SPR drops relevance-0 moments: the
+    # first prediction earns 3 -> 100.
+    queries = [corpus_query(1, [("a", [0, 10], 0), ("a", [0, 8], 3)])]
+    preds = {1: [["a", 0, 10, 0.9], ["a", 0, 8, 0.8]]}
+    assert ndcg_iou(preds, queries)["NDCG@10-IoU0.5"] == round(100 / math.log2(3), 2)
+    assert ndcg_iou(preds, queries, convention="spr")["NDCG@10-IoU0.5"] == 100.0
+
+
+def test_ndcg_queries_without_relevant_moment_count_zero():
+    # TVR-Ranking averages over every query (IDCG 0 -> NDCG 0); SPR skips such queries
+    queries = [corpus_query(1, [("a", [0, 10], 2)]), corpus_query(2, [("b", [0, 10], 0)])]
+    preds = {1: [["a", 0, 10, 0.9]], 2: [["b", 0, 10, 0.9]]}
+    res = ndcg_iou(preds, queries)
+    assert res["NDCG@10-IoU0.5"] == 50.0 and res["n_queries"] == 2
+    spr = ndcg_iou(preds, queries, convention="spr")
+    assert spr["NDCG@10-IoU0.5"] == 100.0 and spr["n_queries"] == 1
+    with pytest.raises(MetricInputError, match="no query to average"):
+        ndcg_iou({2: []}, [queries[1]], convention="spr")
+
+
+def test_ndcg_takes_the_list_order():
+    queries = [corpus_query(1, [("a", [0, 10], 3), ("b", [0, 10], 1)])]
+    preds = {1: [["b", 0, 10, 0.1], ["a", 0, 10, 0.9]]}  # listed worst first
+    ideal = 7 + 1 / math.log2(3)
+    listed = (1 + 7 / math.log2(3)) / ideal
+    assert ndcg_iou(preds, queries)["NDCG@10-IoU0.5"] == round(100 * listed, 2)
+    assert ndcg_iou(preds, queries, rank_by_score=True)["NDCG@10-IoU0.5"] == 100.0
 
 
 def test_ndcg_idcg_uses_top_k_relevances():
@@ -678,8 +852,8 @@ def test_corpus_oracle_100_and_reversed_lower(queries):
     for task, values in eval_vcmr(oracle_preds, queries).items():
         assert all(v == 100.0 for k, v in values.items() if k != "n_queries"), task
     assert all(v == 100.0 for k, v in ndcg_iou(oracle_preds, queries).items() if k != "n_queries")
-    # reversing the ranking cannot help, and hurts where relevances differ
-    reversed_preds = {k: [[*p[:3], -p[3]] for p in v] for k, v in oracle_preds.items()}
+    # reversing the ranking (the list order) cannot help, and hurts where relevances differ
+    reversed_preds = {k: v[::-1] for k, v in oracle_preds.items()}
     rev = ndcg_iou(reversed_preds, queries)["NDCG@10-IoU0.5"]
     graded = any(len({m["relevance"] for m in q["relevant_moments"]}) > 1 for q in queries)
     assert rev < 100.0 if graded else rev == 100.0

@@ -1,4 +1,7 @@
-"""Tests for course_lib.similarity.sinkhorn: convergence, invariances, stability, bank bias."""
+"""Tests for course_lib.similarity.sinkhorn: UCoFiA's convention, convergence, invariances,
+stability, bank bias."""
+
+import math
 
 import pytest
 import torch
@@ -20,6 +23,59 @@ ITERS = (1, 2, 5, 10, 20, 50)
 def _sims(seed: int, n: int, m: int, scale: float = 1.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, m, generator=g, dtype=torch.float64) * 2 - 1) * scale
+
+
+def _ucofia_style(sims: torch.Tensor, tau: float, n_iters: int) -> tuple[torch.Tensor, ...]:
+    """Straightforward re-derivation of UCoFiA's sinkhorn_knopp (float64, plain exp, no logs).
+
+    K = exp(S / tau - max); b = 1 / column sums of K; then n_iters times a = 1 / (K b),
+    b = 1 / (a^T K); returns (log_softmax(log a), log_softmax(log b)).
+    """
+    z = sims.double() / tau
+    k = torch.exp(z - z.max())
+    b = 1.0 / k.sum(0)
+    for _ in range(n_iters):
+        a = 1.0 / (k @ b)
+        b = 1.0 / (a @ k)
+    return torch.log_softmax(a.log(), 0), torch.log_softmax(b.log(), 0)
+
+
+def test_ucofia_start_by_hand() -> None:
+    # K = [[1, 2], [3, 4]]: b = 1 / (4, 6); a = 1 / (K b) = (12/7, 12/17);
+    # b = 1 / (a^T K) = (119/456, 119/744) -> softmax-normalised b = (744, 456) / 1200
+    sims = torch.log(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
+    expected = torch.log(torch.tensor([0.62, 0.38], dtype=torch.float64))
+    torch.testing.assert_close(video_bias_from_bank(sims, 1.0, n_iters=1), expected)
+    # the plain start b = 1 (the option) gives a = (1/3, 1/7), b = (21/16, 21/26) -> (13, 8) / 21
+    plain = torch.log(torch.tensor([13 / 21, 8 / 21], dtype=torch.float64))
+    torch.testing.assert_close(video_bias_from_bank(sims, 1.0, 1, column_init=False), plain)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("tau", [1.0, 0.05])
+def test_matches_ucofia_at_four_iterations(seed: int, tau: float) -> None:
+    # UCoFiA's setting: logits (scale 100 x cosine) at tau = 1, 4 iterations; and a small tau
+    n, m = 9 + seed, 5 + 2 * seed
+    sims = _sims(seed, n, m, scale=0.3) * (100.0 if tau == 1.0 else 1.0)
+    text_bias, video_bias = _ucofia_style(sims, tau, 4)
+    res = sinkhorn_log(sims, tau=tau)  # defaults: UCoFiA's 4 iterations, column start
+    torch.testing.assert_close(torch.log_softmax(res.log_row, 0), text_bias, atol=1e-10, rtol=0)
+    torch.testing.assert_close(video_bias_from_bank(sims, tau), video_bias, atol=1e-10, rtol=0)
+    # the plain start is a different (half-step later) iterate
+    assert (video_bias_from_bank(sims, tau, column_init=False) - video_bias).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("column_init", [True, False])
+def test_converges_to_the_ucofia_fixed_point(column_init: bool) -> None:
+    sims = _sims(11, 8, 6)
+    _, video_bias = _ucofia_style(sims, 0.5, 2000)
+    res = sinkhorn_log(sims, 0.5, n_iters=2000, return_plan=True, column_init=column_init)
+    torch.testing.assert_close(torch.log_softmax(res.log_col, 0), video_bias, atol=1e-9, rtol=0)
+    row_err, col_err = marginal_error(res.log_plan)
+    assert row_err < 1e-9 and col_err < 1e-9
+    # the plan is diag(a) K diag(b) with the uniform marginals: rows 1/N, columns 1/M
+    rows = torch.logsumexp(res.log_plan, 1)
+    torch.testing.assert_close(rows, torch.full_like(rows, -math.log(8)), atol=1e-9, rtol=0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -47,18 +103,31 @@ def test_invariant_to_constant_shift(seed: int, shift: float, tau: float) -> Non
     a = sinkhorn_log(sims, tau, 10, return_plan=True)
     b = sinkhorn_log(sims + shift, tau, 10, return_plan=True)
     torch.testing.assert_close(a.log_plan, b.log_plan, atol=1e-8, rtol=0)
-    torch.testing.assert_close(a.log_col, b.log_col, atol=1e-8, rtol=0)
+    # the column start absorbs the factor exp(shift / tau) into b; a is unchanged
+    torch.testing.assert_close(a.log_row, b.log_row, atol=1e-8, rtol=0)
+    torch.testing.assert_close(a.log_col, b.log_col + shift / tau, atol=1e-8, rtol=0)
     torch.testing.assert_close(
         video_bias_from_bank(sims, tau), video_bias_from_bank(sims + shift, tau)
     )
 
 
-def test_video_bias_ignores_per_text_offsets() -> None:
-    # a text that is similar to everything (row offset) must not move the video bias
+def test_video_bias_and_per_text_offsets() -> None:
+    # a text similar to everything (row offset) moves UCoFiA's bias after 4 iterations (its
+    # column start sees the offset), but not the converged bias; the plain start (the option)
+    # absorbs row offsets in its first row update, so it ignores them at any iteration count
     sims = _sims(1, 9, 6)
     offsets = torch.linspace(-3, 3, 9, dtype=torch.float64)[:, None]
+    moved = video_bias_from_bank(sims, 0.1) - video_bias_from_bank(sims + offsets, 0.1)
+    assert moved.abs().max() > 1e-3
     torch.testing.assert_close(
-        video_bias_from_bank(sims, 0.1), video_bias_from_bank(sims + offsets, 0.1)
+        video_bias_from_bank(sims, 0.1, n_iters=3000),
+        video_bias_from_bank(sims + offsets, 0.1, n_iters=3000),
+        atol=1e-6,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        video_bias_from_bank(sims, 0.1, column_init=False),
+        video_bias_from_bank(sims + offsets, 0.1, column_init=False),
     )
 
 
@@ -118,9 +187,9 @@ def test_apply_video_bias_shape_mismatch() -> None:
 
 @pytest.mark.slow
 def test_10k_by_10k_float32_is_finite() -> None:
-    # 10,000 x 10,000 float32 (400 MB) at tau = 0.01. ONE iteration (two streamed log-sum-exp
-    # passes, ~1.5-4 s each on one thread of a shared CPU) keeps the test short; its speed is
-    # measured by benchmarks/bench_similarity.py, not here.
+    # 10,000 x 10,000 float32 (400 MB) at tau = 0.01. ONE iteration (the column start and one
+    # row/column pair: three streamed log-sum-exp passes, ~1.5-4 s each on one thread of a shared
+    # CPU) keeps the test short; its speed is measured by benchmarks/bench_similarity.py, not here.
     g = torch.Generator().manual_seed(0)
     sims = torch.randn(10_000, 10_000, generator=g)
     res = sinkhorn_log(sims, tau=0.01, n_iters=1)
