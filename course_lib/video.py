@@ -1,9 +1,9 @@
 """Read and write video files with PyAV (FFmpeg bindings that ship their own FFmpeg).
 
-Every reader here is defensive: a missing file, a file that is not a video, an audio-only
-file, a video with no decodable frame or a decode that runs past ``timeout_s`` raises
-:class:`course_lib.errors.VideoReadError` with a message that names the file. Nothing hangs
-and nothing returns silent garbage.
+Every reader here is defensive: a missing file, a dangling link, a FIFO or other special file
+(never opened), a file that is not a video, an audio-only file, a video with no decodable frame
+or a decode that runs past ``timeout_s`` raises :class:`course_lib.errors.VideoReadError` with a
+message that names the file. Nothing hangs and nothing returns silent garbage.
 
 Behaviour on damaged files:
 
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from course_lib.datasets.safe_read import check_regular_file
 from course_lib.errors import VideoReadError
 from course_lib.files import atomic_path
 
@@ -75,12 +76,12 @@ def _import_av():
 
 
 def _check_exists(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a Path, or raise VideoReadError if it is not a readable file."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoReadError(f"video file not found: {p}")
-    if not p.is_file():
-        raise VideoReadError(f"not a regular file (a directory?): {p}")
+    """Return ``path`` as a Path, or raise VideoReadError if it is not a readable file.
+
+    Nothing is opened here: a dangling symbolic link is named by its own path (and its missing
+    target), and a folder, FIFO, socket or device is named as such (opening a FIFO would block).
+    """
+    p = check_regular_file(path, "video file", VideoReadError)
     if p.stat().st_size == 0:
         raise VideoReadError(f"video file is empty (0 bytes): {p}")
     return p

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-lr", type=float, default=VideoTrainingConfig.text_lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-init", action="store_true", help="do not inflate the tiny CLIP")
+    parser.add_argument(
+        "--action-weight", type=float, default=0.0, help="auxiliary action loss weight"
+    )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--eval-videos", type=int, default=20)
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         text_lr=args.text_lr,
         seed=args.seed,
         inflate=not args.random_init,
+        action_weight=args.action_weight,
     )
     max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     model, tokenizer, history = train(config, args.run_dir, max_seconds)
@@ -87,6 +91,8 @@ def export(model, path: Path, config, history: list[float], val: dict, argv) -> 
     from course_lib.files import atomic_write
 
     name = ClipEncoder.tiny(device="cpu", progress=False).name
+    if hasattr(model, "action_head"):  # a training aid, not part of the encoder
+        del model.action_head
     command = "python scripts/train_video_encoder.py " + " ".join(argv or sys.argv[1:])
     record = {
         "training_config": config.to_dict(),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from course_lib.datasets.safe_read import load_torch_file, short_repr
 from course_lib.errors import CheckpointError
 from course_lib.files import (
     atomic_write,
@@ -76,14 +77,16 @@ def load_state_dict(
     """Load a verified checkpoint as float32 tensors.
 
     Args:
-        path: ``*.safetensors`` file, or a ``torch.save`` file (loaded with ``weights_only=True``).
+        path: ``*.safetensors`` file, or a ``torch.save`` file (loaded with ``weights_only=True``:
+            a file holding other Python objects than tensors and plain containers is refused).
         expected_sha256: hash to check; ``None`` reads the manifest next to the file.
 
     Returns:
         ``(state_dict, metadata)``; metadata is empty for torch files.
 
     Raises:
-        CheckpointError: missing file or manifest, hash mismatch, or an unreadable file.
+        CheckpointError: missing file or manifest, hash mismatch, an unreadable file, a torch
+            file that is not a plain tensor file, or content that is not a dict of tensors.
     """
     path = Path(path)
     # 1. the hash check comes first: a tampered file is never parsed
@@ -91,17 +94,38 @@ def load_state_dict(
         verify_manifest(path)
     else:
         verify_sha256(path, expected_sha256)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
-                state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        else:
-            state, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
-    except Exception as error:  # a parse error after a correct hash: incompatible format
-        raise CheckpointError(f"checkpoint {path} could not be read: {error}") from error
+    if path.suffix == ".safetensors":
+        state, metadata = _read_safetensors(path)
+    else:
+        state, metadata = load_torch_file(path, "checkpoint", CheckpointError), {}
+    _check_tensor_dict(state, path)
     # 2. compute in float32 whatever the storage precision
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return state, metadata
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file (CheckpointError naming it if unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # a parse error after a correct hash: incompatible format
+        raise CheckpointError(f"checkpoint {path} could not be read: {error}") from error
+    return state, metadata
+
+
+def _check_tensor_dict(state: object, path: Path) -> None:
+    """Refuse a loaded checkpoint that is not a dict of tensors (e.g. a list, or a number)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds {type(state).__name__}, expected a dict of named tensors"
+        )
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"checkpoint {path}: entry {short_repr(key)} is {type(value).__name__}, "
+                "expected a tensor"
+            )

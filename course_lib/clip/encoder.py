@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from course_lib.datasets.safe_read import short_repr
 from course_lib.errors import CheckpointError, OfflineError
 
 TINY_CHECKPOINT = "tiny_clip.safetensors"
@@ -226,8 +227,8 @@ class ClipEncoder:
                 n_tokens = len(encode(text)) + 2  # + start and end tokens
                 if n_tokens > self.context_length:
                     warnings.warn(
-                        f"query {i} {text!r} has {n_tokens} tokens and is truncated to the "
-                        f"context length {self.context_length}",
+                        f"query {i} {short_repr(text)} has {n_tokens} tokens and is truncated "
+                        f"to the context length {self.context_length}",
                         UserWarning,
                         stacklevel=3,
                     )

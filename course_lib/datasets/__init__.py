@@ -6,7 +6,9 @@
 * :mod:`~course_lib.datasets.features` - ``{vid}.npz["features"]`` and
   ``qid{qid}.npz["last_hidden_state"]`` stores;
 * :mod:`~course_lib.datasets.torch_data` - torch datasets and collates (masks: True = real),
-  imported lazily so the validator CLI starts without torch.
+  imported lazily so the validator CLI starts without torch;
+* :mod:`~course_lib.datasets.safe_read` - the checks every reader of the library shares (special
+  files, JSON, npz size caps, weights-only torch files, capped echoes of bad values).
 
 Command line: ``python -m course_lib.datasets validate FILE.jsonl``.
 """

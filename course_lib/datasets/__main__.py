@@ -8,11 +8,11 @@ a ``.json`` file holding ``{"videos", "queries"}`` is validated as a corpus.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from course_lib.datasets.records import iter_jsonl
+from course_lib.datasets.records import is_int, iter_jsonl
+from course_lib.datasets.safe_read import read_json_file
 from course_lib.datasets.validate import (
     corpus_errors,
     moment_record_errors,
@@ -31,7 +31,10 @@ def _detect(record: dict) -> str:
 def jsonl_errors(
     path: Path, kind: str = "auto", require_labels: bool = True
 ) -> tuple[int, list[str]]:
-    """Validate a jsonl file line by line: ``(n_records, messages with file and line)``."""
+    """Validate a jsonl file line by line: ``(n_records, messages with file and line)``.
+
+    A file without records is an error too (an empty dataset validates nothing).
+    """
     errors, seen, n = [], {}, 0
     for lineno, record in iter_jsonl(path):
         n += 1
@@ -42,25 +45,31 @@ def jsonl_errors(
         else:
             problems = moment_record_errors(record, n - 1, require_labels=require_labels)
         ident = record.get(key)
-        if isinstance(ident, int) and ident in seen:
-            problems.append(
-                f"record {key}={ident!r}: field '{key}': duplicate of line {seen[ident]}"
-            )
-        seen.setdefault(ident, lineno)
+        if is_int(ident):  # other ids (lists, dicts ...) are reported above, not compared
+            if ident in seen:
+                problems.append(
+                    f"record {key}={ident!r}: field '{key}': duplicate of line {seen[ident]}"
+                )
+            seen.setdefault(ident, lineno)
         errors += [f"{path}:{lineno}: {p}" for p in problems]
+    if n == 0:
+        errors.append(f"{path}: no records: the file is empty (or holds blank lines only)")
     return n, errors
 
 
 def validate_file(
     path: Path, kind: str = "auto", require_labels: bool = True
 ) -> tuple[int, list[str]]:
-    """Validate a jsonl file or a corpus ``.json``: ``(n_records, error messages)``."""
+    """Validate a jsonl file or a corpus ``.json``: ``(n_records, error messages)``.
+
+    Raises:
+        DataValidationError: the file cannot be read as JSON (lines): missing or not a regular
+            file, bad UTF-8 or JSON (names file and line), or a corpus that is not an object.
+    """
     if kind == "corpus" or (kind == "auto" and path.suffix == ".json"):
-        try:
-            corpus = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return 0, [f"{path}: cannot read corpus JSON ({exc})"]
-        n = len(corpus.get("queries", [])) if isinstance(corpus, dict) else 0
+        corpus = read_json_file(path, "corpus file", DataValidationError)  # a dict
+        queries = corpus.get("queries")
+        n = len(queries) if isinstance(queries, list) else 0
         return n, [f"{path}: {e}" for e in corpus_errors(corpus)]
     return jsonl_errors(path, kind, require_labels)
 
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         n, errors = validate_file(args.file, args.kind, not args.no_labels)
-    except DataValidationError as exc:  # missing file, bad JSON line, bad UTF-8
+    except DataValidationError as exc:  # missing or special file, bad JSON (line), bad UTF-8
         print(f"ERROR: {exc}")
         return 1
     if errors:

@@ -7,18 +7,19 @@
 
 Files are saved atomically as float16 by default (half the disk, like the release files) and
 loaded with ``allow_pickle=False`` (a feature file can never run code) as float32. Every
-problem (missing file, wrong key, wrong shape, NaN/inf, pickled data) raises
+problem (missing file, wrong key, wrong shape, NaN/inf, pickled data, an array declaring more
+than ``MAX_ARRAY_BYTES``, checked in its header before anything is read) raises
 :class:`~course_lib.errors.DataValidationError` naming the file.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from course_lib.datasets.safe_read import load_npz_array, short_repr
 from course_lib.errors import DataValidationError
 from course_lib.files import atomic_save_npz
 
@@ -31,57 +32,67 @@ _LOADABLE = (np.float16, np.float32, np.float64)
 def _safe_name(name: str, what: str) -> str:
     """Reject ids that would escape the store directory (``../x``, ``a/b``, empty)."""
     if not isinstance(name, str) or not name or name in {".", ".."}:
-        raise DataValidationError(f"{what}: invalid id {name!r}")
+        raise DataValidationError(f"{what}: invalid id {short_repr(name)}")
     if any(ch in name for ch in ("/", "\\", "\0")):
-        raise DataValidationError(f"{what}: id {name!r} must not contain path separators")
+        raise DataValidationError(f"{what}: id {short_repr(name)} must not contain path separators")
     return name
+
+
+def store_path(root: str | os.PathLike, name: str, what: str = "video features") -> Path:
+    """``{root}/{name}.npz``, refusing names that would leave ``root``.
+
+    Args:
+        root: store directory.
+        name: file stem (a video id, a search-index key).
+        what: what the store holds, for messages.
+
+    Returns:
+        The path.
+
+    Raises:
+        DataValidationError: an empty name, ``.``/``..``, or one with path separators.
+    """
+    return Path(root) / f"{_safe_name(name, what)}.npz"
 
 
 def video_feature_path(root: str | os.PathLike, vid: str) -> Path:
     """``{root}/{vid}.npz``."""
-    return Path(root) / f"{_safe_name(vid, 'video features')}.npz"
+    return store_path(root, vid, "video features")
 
 
 def query_feature_path(root: str | os.PathLike, qid: int) -> Path:
     """``{root}/qid{qid}.npz``."""
     if isinstance(qid, bool) or not isinstance(qid, (int, np.integer)):
-        raise DataValidationError(f"query features: qid must be an int, got {qid!r}")
+        raise DataValidationError(f"query features: qid must be an int, got {short_repr(qid)}")
     return Path(root) / f"qid{int(qid)}.npz"
 
 
-def load_feature_file(path: str | os.PathLike, key: str, ndim: int) -> np.ndarray:
+def load_feature_file(
+    path: str | os.PathLike, key: str, ndim: int, max_bytes: int | None = None
+) -> np.ndarray:
     """Load array ``key`` from an npz file, checked and returned as float32.
+
+    The array's ``.npy`` header is checked before its data is read
+    (:func:`~course_lib.datasets.safe_read.load_npz_array`): a pickled array, another dtype or
+    ndim, or a declared size over ``max_bytes`` is refused without allocating anything.
 
     Args:
         path: ``.npz`` file.
         key: array name inside it.
         ndim: required number of dimensions (2 for ``(T, D)``, 1 for a pooled vector).
+        max_bytes: largest array accepted, in bytes as stored; default
+            :data:`course_lib.datasets.safe_read.MAX_ARRAY_BYTES` (128 MiB).
 
     Returns:
         The array as float32 (float16/32/64 on disk are accepted).
 
     Raises:
-        DataValidationError: missing/unreadable file, pickled or object data, missing key,
-            wrong ndim or dtype, empty, NaN or inf (names the file).
+        DataValidationError: missing file or not a regular file, unreadable file, pickled or
+            object data, missing key, wrong ndim or dtype, too large, empty, NaN or inf (names
+            the file).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataValidationError(f"feature file not found: {p}")
-    try:
-        data = np.load(p, allow_pickle=False)  # never unpickle: a feature file runs no code
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataValidationError(f"{p}: not a readable .npz file ({exc})") from exc
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise DataValidationError(f"{p}: a bare .npy array, expected an .npz archive")
-    with data:
-        if key not in data.files:
-            raise DataValidationError(f"{p}: no array {key!r} (has {sorted(data.files)})")
-        try:
-            arr = data[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            # ValueError: object arrays are refused because allow_pickle=False
-            raise DataValidationError(f"{p}: cannot read array {key!r} ({exc})") from exc
-    return _check_array(arr, p, key, ndim)
+    arr = load_npz_array(path, key, "feature file", DataValidationError, _LOADABLE, ndim, max_bytes)
+    return _check_array(arr, Path(path), key, ndim)
 
 
 def _check_array(arr: np.ndarray, p: Path, key: str, ndim: int) -> np.ndarray:
@@ -126,9 +137,21 @@ def save_video_features(root: str | os.PathLike, vid: str, feats, dtype=np.float
     return p
 
 
-def load_video_features(root: str | os.PathLike, vid: str, key: str = VIDEO_KEY) -> np.ndarray:
-    """Load ``{root}/{vid}.npz[key]`` as float32 ``(T, D)`` (see :func:`load_feature_file`)."""
-    return load_feature_file(video_feature_path(root, vid), key, 2)
+def load_video_features(
+    root: str | os.PathLike, vid: str, key: str = VIDEO_KEY, max_bytes: int | None = None
+) -> np.ndarray:
+    """Load ``{root}/{vid}.npz[key]`` as float32 ``(T, D)`` (see :func:`load_feature_file`).
+
+    Args:
+        root: store directory.
+        vid: video id.
+        key: array name (``features``).
+        max_bytes: largest array accepted (default ``safe_read.MAX_ARRAY_BYTES``).
+
+    Returns:
+        float32 ``(T, D)``.
+    """
+    return load_feature_file(video_feature_path(root, vid), key, 2, max_bytes)
 
 
 def save_query_features(
@@ -154,9 +177,22 @@ def save_query_features(
     return p
 
 
-def load_query_features(root: str | os.PathLike, qid: int, key: str = QUERY_KEY) -> np.ndarray:
-    """Load ``{root}/qid{qid}.npz[key]`` as float32: ``(L, D)`` tokens, or ``(D,)`` if pooled."""
-    return load_feature_file(query_feature_path(root, qid), key, 1 if key == POOLED_KEY else 2)
+def load_query_features(
+    root: str | os.PathLike, qid: int, key: str = QUERY_KEY, max_bytes: int | None = None
+) -> np.ndarray:
+    """Load ``{root}/qid{qid}.npz[key]`` as float32: ``(L, D)`` tokens, or ``(D,)`` if pooled.
+
+    Args:
+        root: store directory.
+        qid: query id.
+        key: ``last_hidden_state`` (tokens) or ``pooler_output`` (sentence feature).
+        max_bytes: largest array accepted (default ``safe_read.MAX_ARRAY_BYTES``).
+
+    Returns:
+        float32 ``(L, D)`` or ``(D,)``.
+    """
+    ndim = 1 if key == POOLED_KEY else 2
+    return load_feature_file(query_feature_path(root, qid), key, ndim, max_bytes)
 
 
 class VideoFeatureStore:

@@ -1,55 +1,79 @@
 """JSON-lines files: one record (a JSON object) per line, as in the QVHighlights release.
 
-Reading reports the file and line number of the first bad line; writing is atomic
+Reading reports the file and line number of the first bad line (invalid JSON or UTF-8, nesting
+too deep, a line too long or not an object; :mod:`course_lib.datasets.safe_read`); writing is atomic
 (through :func:`course_lib.files.atomic_write`), so a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from course_lib.datasets.safe_read import (
+    check_json_type,
+    check_regular_file,
+    decode_utf8,
+    parse_json,
+)
 from course_lib.errors import DataValidationError
 from course_lib.files import atomic_write
 
+#: Longest line :func:`iter_jsonl` reads, in bytes (64 MiB; a QVHighlights record is ~1 KB).
+MAX_LINE_BYTES = 64 * 2**20
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+
+def iter_jsonl(
+    path: str | os.PathLike, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line (line numbers start at 1).
 
+    Lines are read as bytes and decoded one by one, so a bad byte is reported on its own line.
+
+    Args:
+        path: ``.jsonl`` file.
+        max_line_bytes: longest line accepted; default :data:`MAX_LINE_BYTES`.
+
     Raises:
-        DataValidationError: missing file, bad UTF-8, invalid JSON, or a line that is not a
-            JSON object (names the file and line).
+        DataValidationError: not a regular file (missing, a dangling link, a FIFO ...), bad
+            UTF-8, invalid JSON, JSON nested too deeply, a line over the length limit, or a line
+            that is not a JSON object (names the file and line).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataValidationError(f"jsonl file not found: {p}")
-    with open(p, encoding="utf-8") as handle:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(handle, start=1):  # noqa: B007 (used in except)
-                if not line.strip():
-                    continue  # blank lines (e.g. a trailing newline) are allowed
-                yield lineno, _parse_line(line, p, lineno)
-        except UnicodeDecodeError as exc:
-            raise DataValidationError(f"{p}: line {lineno + 1}: not valid UTF-8 ({exc})") from exc
+    p = check_regular_file(path, "jsonl file", DataValidationError)
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
+    with open(p, "rb") as handle:
+        for lineno, raw in enumerate(_lines(handle, p, limit), start=1):
+            if not raw.strip():
+                continue  # blank lines (e.g. a trailing newline) are allowed
+            yield lineno, _parse_line(raw, p, lineno)
 
 
-def _parse_line(line: str, p: Path, lineno: int) -> dict:
-    """Parse one jsonl line into a dict, naming file and line on failure."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataValidationError(f"{p}: line {lineno}: invalid JSON ({exc.msg})") from exc
-    if not isinstance(record, dict):
-        raise DataValidationError(
-            f"{p}: line {lineno}: expected a JSON object, got {type(record).__name__}"
-        )
-    return record
+def _lines(handle: IO[bytes], p: Path, limit: int) -> Iterator[bytes]:
+    """The lines of a binary file, refusing one longer than ``limit`` bytes (names its number)."""
+    for lineno in itertools.count(1):
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) > limit:
+            raise DataValidationError(
+                f"{p}: line {lineno}: longer than {limit} bytes (MAX_LINE_BYTES); "
+                "is this a JSON-lines file?"
+            )
+        yield raw
+
+
+def _parse_line(raw: bytes, p: Path, lineno: int) -> dict:
+    """Decode and parse one jsonl line into a dict, naming file and line on failure."""
+    text = decode_utf8(raw, p, DataValidationError, first_line=lineno).rstrip("\r\n")
+    record = parse_json(text, p, DataValidationError, first_line=lineno)
+    return check_json_type(record, dict, f"{p}: line {lineno}", DataValidationError)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -16,9 +16,12 @@ Moment record rules (QVHighlights, 2-second clips; clip ``i`` covers ``[2i, 2i+2
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from course_lib.datasets.records import is_int, is_number
+from course_lib.datasets.safe_read import short_repr
 from course_lib.errors import DataValidationError
 from course_lib.timeline import CLIP_LEN
 
@@ -35,13 +38,14 @@ LABEL_FIELDS = ("relevant_windows", "relevant_clip_ids", "saliency_scores")
 PAIR_FIELDS = ("pair_id", "vid", "caption", "duration")
 MAX_SCORE = 4  # saliency scores and corpus relevance are integers 0..4
 _EPS = 1e-6  # seconds of slack for float rounding at window edges
+_LISTED_IDS = 1000  # expected clip ids are listed in a message up to this many
 
 
 def _name(record, index: int | None, key: str = "qid") -> str:
     """Human-readable record name: ``record qid=7 (index 3)``."""
     ident = record.get(key, "?") if isinstance(record, dict) else "?"
     where = f" (index {index})" if index is not None else ""
-    return f"record {key}={ident!r}{where}"
+    return f"record {key}={short_repr(ident)}{where}"
 
 
 def clips_of_window(st: float, ed: float, clip_len: float = CLIP_LEN) -> range:
@@ -58,7 +62,9 @@ def clips_of_window(st: float, ed: float, clip_len: float = CLIP_LEN) -> range:
 def _window_errors(windows, duration, field: str = "relevant_windows") -> list[str]:
     """Problems with a list of ``[st, ed]`` windows inside ``[0, duration]``."""
     if not isinstance(windows, list) or not windows:
-        return [f"field '{field}': expected a non-empty list of [start, end], got {windows!r}"]
+        return [
+            f"field '{field}': expected a non-empty list of [start, end], got {short_repr(windows)}"
+        ]
     errors = []
     for j, w in enumerate(windows):
         errors += _one_window_errors(w, duration, f"{field}[{j}]")
@@ -68,12 +74,14 @@ def _window_errors(windows, duration, field: str = "relevant_windows") -> list[s
 def _one_window_errors(w, duration, field: str) -> list[str]:
     """Problems with one window ``[st, ed]``."""
     if not isinstance(w, (list, tuple)) or len(w) != 2 or not all(is_number(x) for x in w):
-        return [f"field '{field}': expected [start, end] finite numbers, got {w!r}"]
+        return [f"field '{field}': expected [start, end] finite numbers, got {short_repr(w)}"]
     st, ed = float(w[0]), float(w[1])
     if st >= ed:
         return [f"field '{field}': start {st} >= end {ed}"]
     if st < -_EPS or (is_number(duration) and ed > float(duration) + _EPS):
-        return [f"field '{field}': window [{st}, {ed}] outside the video [0, {duration}]"]
+        return [
+            f"field '{field}': window [{st}, {ed}] outside the video [0, {short_repr(duration)}]"
+        ]
     return []
 
 
@@ -95,54 +103,128 @@ def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> lis
     """Types of the id, text, vid and duration fields (when present)."""
     errors = []
     if id_key is not None and id_key in record and not is_int(record[id_key]):
-        errors.append(f"field '{id_key}': expected int, got {record[id_key]!r}")
+        errors.append(f"field '{id_key}': expected int, got {_value(record[id_key])}")
     if (
         text_key is not None
         and text_key in record
         and (not isinstance(record[text_key], str) or not record[text_key].strip())
     ):
-        errors.append(f"field '{text_key}': expected a non-empty string, got {record[text_key]!r}")
+        errors.append(
+            f"field '{text_key}': expected a non-empty string, got {short_repr(record[text_key])}"
+        )
     if "vid" in record and (not isinstance(record["vid"], str) or not record["vid"]):
-        errors.append(f"field 'vid': expected a non-empty string, got {record['vid']!r}")
+        errors.append(f"field 'vid': expected a non-empty string, got {short_repr(record['vid'])}")
     dur = record.get("duration", 1.0)
     if not is_number(dur) or float(dur) <= 0:
-        errors.append(f"field 'duration': expected a positive finite number, got {dur!r}")
+        errors.append(f"field 'duration': expected a positive finite number, got {_value(dur)}")
     return errors
 
 
+def _value(value) -> str:
+    """A bad value for a message: its (capped) repr, with its type where the repr hides it."""
+    if isinstance(value, (bool, float)):  # True is not an int here, nor is 3.0
+        return f"{value!r} (a {type(value).__name__})"
+    return short_repr(value)  # numpy scalars show their type: np.True_, np.float64(3.0)
+
+
+def _int_sequence(values) -> list | None:
+    """``values`` as a list when it is a list, tuple or 1-D numpy array (else None)."""
+    if isinstance(values, (list, tuple)):
+        return list(values)
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values.tolist() if values.dtype.kind in "iu" else list(values)
+    return None
+
+
+def _int_list_error(values, field: str) -> str | None:
+    """Why ``values`` is not a list of ints (ints and numpy integers; bools and floats are not):
+    names the first bad item and its type."""
+    items = _int_sequence(values)
+    if items is None:
+        return f"field '{field}': expected a list of ints, got {short_repr(values)}"
+    for j, x in enumerate(items):
+        if not is_int(x):
+            return f"field '{field}': expected a list of ints, item {j} is {_value(x)}"
+    return None
+
+
+def _covered_ranges(windows, clip_len: float) -> list[range]:
+    """Merged, sorted clip-id ranges covered by valid windows (never expanded to ids)."""
+    spans = sorted(
+        (clips_of_window(float(st), float(ed), clip_len) for st, ed in windows),
+        key=lambda r: r.start,
+    )
+    merged: list[range] = []
+    for r in (r for r in spans if r.stop > r.start):
+        if merged and r.start <= merged[-1].stop:
+            merged[-1] = range(merged[-1].start, max(merged[-1].stop, r.stop))
+        else:
+            merged.append(r)
+    return merged
+
+
+def _count(ranges: Sequence[range]) -> int:
+    """Number of ids in disjoint ranges (``len`` overflows past 2**63 ids; this does not)."""
+    return sum(r.stop - r.start for r in ranges)
+
+
+def _describe_ids(ranges: Sequence[range]) -> str:
+    """The clip ids of ``ranges`` for a message: listed when few, else counted."""
+    count = _count(ranges)
+    if count <= _LISTED_IDS:
+        return short_repr([c for r in ranges for c in r])
+    first, last = ranges[0].start, ranges[-1].stop - 1
+    if count > 10**12:  # windows of an absurd duration: no 300-digit numbers in the message
+        return f"about {float(count):.3g} ids from {first} to about {float(last):.3g}"
+    return f"{count} ids from {first} to {last}"
+
+
 def _clip_id_errors(record: dict, clip_len: float) -> list[str]:
-    """``relevant_clip_ids``: sorted unique ints equal to the clips the windows cover."""
-    ids = record["relevant_clip_ids"]
-    if not isinstance(ids, list) or not all(is_int(i) for i in ids):
-        return [f"field 'relevant_clip_ids': expected a list of ints, got {ids!r}"]
+    """``relevant_clip_ids``: sorted unique ints equal to the clips the windows cover.
+
+    The expected ids are kept as ranges, so a window of a huge duration costs no memory.
+    """
+    problem = _int_list_error(record["relevant_clip_ids"], "relevant_clip_ids")
+    if problem:
+        return [problem]
+    ids = [int(i) for i in _int_sequence(record["relevant_clip_ids"])]
     if any(b <= a for a, b in zip(ids, ids[1:])):
-        return [f"field 'relevant_clip_ids': not sorted and unique: {ids}"]
+        return [f"field 'relevant_clip_ids': not sorted and unique: {short_repr(ids)}"]
     windows = record.get("relevant_windows")
     if not isinstance(windows, list) or _window_errors(windows, record.get("duration")):
         return []  # windows are broken (reported separately): nothing to compare against
-    expected = sorted({c for st, ed in windows for c in clips_of_window(st, ed, clip_len)})
-    if list(ids) != expected:
+    ranges = _covered_ranges(windows, clip_len)
+    same = _count(ranges) == len(ids) and all(
+        any(i in r for r in ranges) for i in ids
+    )  # sorted unique ids, as many as expected, each expected: the same ids
+    if not same:
         return [
-            f"field 'relevant_clip_ids': {ids} inconsistent with relevant_windows {windows} "
-            f"(expected clip ids {expected}; clip i covers [{clip_len:g}i, {clip_len:g}i+{clip_len:g}))"
+            f"field 'relevant_clip_ids': {short_repr(ids)} inconsistent with relevant_windows "
+            f"{short_repr(windows)} (expected clip ids {_describe_ids(ranges)}; clip i covers "
+            f"[{clip_len:g}i, {clip_len:g}i+{clip_len:g}))"
         ]
     return []
 
 
 def _saliency_errors(record: dict) -> list[str]:
     """``saliency_scores``: one equal-length list of ints 0-4 per relevant clip id."""
-    scores, ids = record["saliency_scores"], record.get("relevant_clip_ids")
-    if not isinstance(scores, list):
-        return [f"field 'saliency_scores': expected a list of score lists, got {scores!r}"]
-    if isinstance(ids, list) and len(scores) != len(ids):
+    scores, ids = record["saliency_scores"], _int_sequence(record.get("relevant_clip_ids"))
+    if isinstance(scores, np.ndarray) and scores.ndim == 2:
+        scores = list(scores)  # rows of a 2-D array are checked like lists
+    if not isinstance(scores, (list, tuple)):
+        return [
+            f"field 'saliency_scores': expected a list of score lists, got {short_repr(scores)}"
+        ]
+    if ids is not None and len(scores) != len(ids):
         return [
             f"field 'saliency_scores': length {len(scores)} != len(relevant_clip_ids) {len(ids)}"
         ]
     for j, row in enumerate(scores):
-        if not isinstance(row, list) or not row or not all(is_int(x) for x in row):
-            return [f"field 'saliency_scores[{j}]': expected a list of ints, got {row!r}"]
+        problem = _int_list_error(row, f"saliency_scores[{j}]")
+        if problem or not len(row):
+            return [problem or f"field 'saliency_scores[{j}]': expected a non-empty list of ints"]
         if any(not 0 <= x <= MAX_SCORE for x in row):
-            return [f"field 'saliency_scores[{j}]': scores {row} outside 0-{MAX_SCORE}"]
+            return [f"field 'saliency_scores[{j}]': scores {short_repr(row)} outside 0-{MAX_SCORE}"]
         if len(row) != len(scores[0]):
             return [
                 f"field 'saliency_scores[{j}]': {len(row)} annotators, row 0 has {len(scores[0])}"
@@ -183,6 +265,11 @@ def moment_record_errors(
     if "saliency_scores" in record:
         errors += _saliency_errors(record)
     return [f"{name}: {e}" for e in errors]
+
+
+def _empty_errors(items: list, what: str) -> list[str]:
+    """The problem of an empty dataset (an empty list validates nothing and trains nothing)."""
+    return [] if items else [f"no {what}: the dataset is empty"]
 
 
 def _raise(errors: list[str], limit: int = 5) -> None:
@@ -228,13 +315,13 @@ def validate_moment_records(
     require_labels: bool = True,
     allow_extra: bool = False,
 ) -> None:
-    """Validate every moment record and reject duplicate qids.
+    """Validate every moment record and reject duplicate qids and an empty list.
 
     Raises:
         DataValidationError: listing the first problems (record qid, index and field).
     """
     records = list(records)
-    errors = []
+    errors = _empty_errors(records, "moment records")
     for i, rec in enumerate(records):
         errors += moment_record_errors(rec, i, clip_len, require_labels, allow_extra)
     _raise(errors + _duplicate_errors(records, "qid"))
@@ -251,13 +338,14 @@ def retrieval_pair_errors(pair, index: int | None = None) -> list[str]:
 
 
 def validate_retrieval_pairs(pairs: Iterable) -> None:
-    """Validate retrieval pairs and reject duplicate pair_ids.
+    """Validate retrieval pairs and reject duplicate pair_ids and an empty list.
 
     Raises:
         DataValidationError: names the pair (pair_id, index) and the field.
     """
     pairs = list(pairs)
-    errors = [e for i, p in enumerate(pairs) for e in retrieval_pair_errors(p, i)]
+    errors = _empty_errors(pairs, "retrieval pairs")
+    errors += [e for i, p in enumerate(pairs) for e in retrieval_pair_errors(p, i)]
     _raise(errors + _duplicate_errors(pairs, "pair_id"))
 
 
@@ -267,15 +355,17 @@ def _video_table(videos, errors: list[str]) -> dict[str, float]:
     if not isinstance(videos, list):
         errors.append(f"corpus: field 'videos': expected a list, got {type(videos).__name__}")
         return table
+    errors += [f"corpus: field 'videos': {e}" for e in _empty_errors(videos, "videos")]
     for i, video in enumerate(videos):
         if not isinstance(video, dict):
-            errors.append(f"corpus video (index {i}): expected a dict, got {video!r}")
+            errors.append(f"corpus video (index {i}): expected a dict, got {short_repr(video)}")
             continue
         problems = _header_errors(video, ("vid", "duration"), (), allow_extra=True)
         problems += _basic_errors(video, None, None)
         if not problems and video["vid"] in table:
-            problems.append(f"field 'vid': duplicate video {video['vid']!r}")
-        errors += [f"corpus video vid={video.get('vid', '?')!r} (index {i}): {e}" for e in problems]
+            problems.append(f"field 'vid': duplicate video {short_repr(video['vid'])}")
+        name = f"corpus video vid={short_repr(video.get('vid', '?'))} (index {i})"
+        errors += [f"{name}: {e}" for e in problems]
         if not problems:
             table[video["vid"]] = float(video["duration"])
     return table
@@ -284,7 +374,7 @@ def _video_table(videos, errors: list[str]) -> dict[str, float]:
 def _corpus_moment_errors(moment, table: dict[str, float], field: str) -> list[str]:
     """Problems with one ``{vid, duration, window, relevance}`` entry of a corpus query."""
     if not isinstance(moment, dict):
-        return [f"field '{field}': expected a dict, got {moment!r}"]
+        return [f"field '{field}': expected a dict, got {short_repr(moment)}"]
     fields = ("vid", "duration", "window", "relevance")
     errors = [
         e.replace("field '", f"field '{field}.") for e in _header_errors(moment, fields, (), True)
@@ -292,14 +382,18 @@ def _corpus_moment_errors(moment, table: dict[str, float], field: str) -> list[s
     if errors:
         return errors
     vid, rel = moment["vid"], moment["relevance"]
-    if vid not in table:
-        return [f"field '{field}.vid': unknown video {vid!r} (not in corpus['videos'])"]
+    if not isinstance(vid, str) or vid not in table:
+        return [f"field '{field}.vid': unknown video {short_repr(vid)} (not in corpus['videos'])"]
     dur = table[vid]
     if not is_number(moment["duration"]) or abs(float(moment["duration"]) - dur) > 1e-3:
-        errors.append(f"field '{field}.duration': {moment['duration']!r} != video duration {dur}")
+        errors.append(
+            f"field '{field}.duration': {short_repr(moment['duration'])} != video duration {dur}"
+        )
     errors += _one_window_errors(moment["window"], dur, f"{field}.window")
     if not is_int(rel) or not 0 <= rel <= MAX_SCORE:
-        errors.append(f"field '{field}.relevance': expected an int 0-{MAX_SCORE}, got {rel!r}")
+        errors.append(
+            f"field '{field}.relevance': expected an int 0-{MAX_SCORE}, got {_value(rel)}"
+        )
     return errors
 
 
@@ -312,7 +406,7 @@ def corpus_query_errors(query, table: dict[str, float], index: int | None = None
     errors += _basic_errors(query, "qid", "query")
     moments = query.get("relevant_moments", [])
     if not isinstance(moments, list):
-        errors.append(f"field 'relevant_moments': expected a list, got {moments!r}")
+        errors.append(f"field 'relevant_moments': expected a list, got {short_repr(moments)}")
         moments = []
     for j, moment in enumerate(moments):
         errors += _corpus_moment_errors(moment, table, f"relevant_moments[{j}]")
@@ -328,6 +422,7 @@ def corpus_errors(corpus) -> list[str]:
     queries = corpus["queries"]
     if not isinstance(queries, list):
         return errors + ["corpus: field 'queries': expected a list"]
+    errors += [f"corpus: field 'queries': {e}" for e in _empty_errors(queries, "queries")]
     for i, query in enumerate(queries):
         errors += corpus_query_errors(query, table, i)
     return errors + _duplicate_errors(queries, "qid")

@@ -62,6 +62,9 @@ class VideoTrainingConfig:
         seed: seed of initialisation, batches and captions.
         inflate: start the video tower from the tiny CLIP's image tower
             (:func:`course_lib.clip.video_encoder.inflate_from_image_tower`) instead of at random.
+        action_weight: weight of an auxiliary multi-label action loss on the clip embedding
+            (a linear head ``model.action_head``, binary cross-entropy against the actions under
+            way; 0 = contrastive only). The head is a training aid and is not exported.
     """
 
     tower: VideoTowerConfig = VideoTowerConfig()
@@ -74,19 +77,23 @@ class VideoTrainingConfig:
     weight_decay: float = 0.05
     seed: int = 0
     inflate: bool = True
+    action_weight: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain dict (json)."""
         return dataclasses.asdict(self)
 
 
-def build_model(tower: VideoTowerConfig, seed: int = 0, inflate: bool = True):
+def build_model(
+    tower: VideoTowerConfig, seed: int = 0, inflate: bool = True, action_head: bool = False
+):
     """The tiny CLIP (committed weights) with its image tower replaced by a video tower.
 
     Args:
         tower: the video tower's architecture.
         seed: seed of the video tower's random initialisation.
         inflate: start it from the tiny CLIP's image tower (I3D-style inflation).
+        action_head: add the auxiliary action head ``model.action_head`` (see the config).
 
     Returns:
         ``(model, tokenizer)``: an open_clip ``CLIP`` whose ``encode_image`` takes float
@@ -99,6 +106,10 @@ def build_model(tower: VideoTowerConfig, seed: int = 0, inflate: bool = True):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         video = VideoTower(tower)
+        if action_head:
+            from course_lib.toyworld import ACTIONS
+
+            model.action_head = torch.nn.Linear(tower.embed_dim, len(ACTIONS))
     if inflate:
         inflate_from_image_tower(video, model.visual)
     model.visual = video
@@ -109,7 +120,7 @@ def make_optimizer(model, config: VideoTrainingConfig) -> torch.optim.AdamW:
     """AdamW: the video tower at ``lr``, the rest at ``text_lr``; no decay on vectors."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        key = (name.startswith("visual."), param.ndim >= 2)
+        key = (name.startswith(("visual.", "action_head.")), param.ndim >= 2)
         groups.setdefault(key, []).append(param)
     return torch.optim.AdamW(
         [
@@ -142,8 +153,13 @@ def train_step(
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer,
     factor: float,
+    action_weight: float = 0.0,
 ) -> float:
-    """One step: caption each clip, add a hard negative each, multi-positive InfoNCE, AdamW."""
+    """One step: caption each clip, add a hard negative each, multi-positive InfoNCE, AdamW.
+
+    With ``action_weight > 0`` the loss adds ``action_weight`` times the binary cross-entropy of
+    ``model.action_head`` on the clip embeddings against the actions under way in each clip.
+    """
     # 1. a random true caption per clip and one with a swapped attribute
     captions, meanings = zip(*(clip_caption(s, rng) for s in samples), strict=True)
     negatives = [negative_caption(s, m, rng) for s, m in zip(samples, meanings, strict=True)]
@@ -152,9 +168,12 @@ def train_step(
         match_matrix(list(meanings) + [m for _, m in negatives], samples)
     )
     # 2. encode, normalise, loss with the learnable temperature
-    video = F.normalize(model.encode_image(clips), dim=-1)
+    features = model.encode_image(clips)
+    video = F.normalize(features, dim=-1)
     text = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
     loss = symmetric_info_nce(video, text, model.logit_scale, positives)
+    if action_weight > 0:
+        loss = loss + action_weight * _action_loss(model.action_head(features), samples)
     # 3. update with the scheduled learning rates; clamp the temperature as CLIP does
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
@@ -164,6 +183,17 @@ def train_step(
     with torch.no_grad():
         model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
     return float(loss.item())
+
+
+def _action_loss(logits: torch.Tensor, samples: list[ClipSample]) -> torch.Tensor:
+    """Binary cross-entropy of (B, n_actions) logits against each clip's actions under way."""
+    from course_lib.toyworld import ACTIONS
+
+    target = torch.zeros_like(logits)
+    for row, sample in enumerate(samples):
+        for _, _, action in sample.actions:
+            target[row, ACTIONS.index(action)] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 def train(
@@ -185,7 +215,9 @@ def train(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(run_dir, config)
-    model, tokenizer = build_model(config.tower, config.seed, config.inflate)
+    model, tokenizer = build_model(
+        config.tower, config.seed, config.inflate, config.action_weight > 0
+    )
     optimizer = make_optimizer(model, config)
     step, history = _resume(run_dir, model, optimizer)
     samples = split_samples("train", config.train_videos)
@@ -198,7 +230,10 @@ def train(
         clips = preprocess_clips(frames[rows], config.tower.frames)
         batch = [samples[i] for i in rows]
         factor = lr_factor(step, config)
-        history.append(train_step(model, tokenizer, clips, batch, rng, optimizer, factor))
+        loss = train_step(
+            model, tokenizer, clips, batch, rng, optimizer, factor, config.action_weight
+        )
+        history.append(loss)
         step += 1
         timed_out = max_seconds is not None and time.time() - start > max_seconds
         if step % log_every == 0 or step == config.steps or timed_out:
@@ -393,7 +428,8 @@ def load_run(run_dir: Path):
     """The model of a run directory's latest state: ``(model, tokenizer, config dict)``."""
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     tower = VideoTowerConfig(**config["tower"])
-    model, tokenizer = build_model(tower, config["seed"], config.get("inflate", False))
+    head = config.get("action_weight", 0.0) > 0
+    model, tokenizer = build_model(tower, config["seed"], config.get("inflate", False), head)
     state = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     return model.eval(), tokenizer, config

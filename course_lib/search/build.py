@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from course_lib.clip.frames import is_toy_vid, stream_frames, video_duration
-from course_lib.errors import CourseError, VideoReadError
+from course_lib.datasets.safe_read import json_type_problem, read_json_file, short_repr
+from course_lib.errors import CourseError, DataValidationError, VideoReadError
 from course_lib.timeline import CLIP_LEN
 
 FORMAT_VERSION = 1
@@ -432,20 +433,135 @@ def manifest_path(out_dir: str | os.PathLike) -> Path:
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
-    """The manifest of an index folder, or None if there is none yet."""
+    """The manifest of an index folder, or None if there is none yet.
+
+    Args:
+        out_dir: the index folder.
+
+    Returns:
+        The manifest, checked by :func:`check_manifest`; None when nothing is at its path.
+
+    Raises:
+        DataValidationError: ``manifest.json`` is not a regular file (a dangling link, a FIFO
+            ...), not UTF-8 JSON (names the line), not a JSON object, or not a manifest (names
+            the field).
+        CourseError: a manifest of another format version.
+    """
     path = manifest_path(out_dir)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CourseError(f"index manifest {path} is unreadable: {exc}") from exc
+    manifest = read_json_file(path, "index manifest", DataValidationError, expect=dict)
     if manifest.get("format") != FORMAT_VERSION:
         raise CourseError(
-            f"index manifest {path} has format {manifest.get('format')!r}, "
+            f"index manifest {path} has format {short_repr(manifest.get('format'))}, "
             f"this course_lib reads format {FORMAT_VERSION}"
         )
+    check_manifest(manifest, path)
     return manifest
+
+
+def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
+    """Refuse a manifest whose fields the readers could not use (a missing ``encoder`` ...).
+
+    Checks the JSON type of every field the library reads: ``encoder`` (a string ``identity``,
+    a string or null ``spec``), the sampling ``settings`` (numbers), ``videos`` (entries with a
+    string ``key``), ``skipped``, and, where present, ``roots``, ``source_root`` and the
+    ``index`` record.
+
+    Args:
+        manifest: the parsed ``manifest.json``.
+        path: its file, for the message.
+
+    Raises:
+        DataValidationError: names the file and the first bad field.
+    """
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataValidationError(
+            f"index manifest {path}: {problem}; it was not written by this course_lib (or was "
+            "edited): rebuild the index into a new folder"
+        )
+
+
+#: Fields of a format-1 manifest and their JSON types; a name ending in ``?`` may be absent (in
+#: manifests written before it existed).
+_MANIFEST_FIELDS = {
+    "encoder": dict,
+    "settings": dict,
+    "videos": dict,
+    "skipped": dict,
+    "roots?": list,
+    "source_root?": (str, type(None)),
+    "index?": (dict, type(None)),
+}
+_ENCODER_FIELDS = {"identity": str, "spec?": (str, type(None))}
+_SETTINGS_FIELDS = dict.fromkeys(("clip_len", "fps", "thumb_side", "max_side"), (int, float))
+_VIDEO_FIELDS = {"key": str, "path?": (str, type(None))}
+_ROOT_FIELDS = {"tag": str, "path": str}
+_INDEX_FIELDS = {"file?": str, "vids?": list, "config?": dict, "sha256?": dict}
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """The first field of a manifest that its readers could not use, in words (None: fine)."""
+    checks = (  # in order: each check relies on the fields the previous ones checked
+        lambda: _fields_problem(manifest, _MANIFEST_FIELDS),
+        lambda: _fields_problem(manifest["encoder"], _ENCODER_FIELDS, "encoder."),
+        lambda: _fields_problem(manifest["settings"], _SETTINGS_FIELDS, "settings."),
+        lambda: _entries_problem(manifest["videos"].items(), "videos", _VIDEO_FIELDS),
+        lambda: _entries_problem(enumerate(manifest.get("roots", [])), "roots", _ROOT_FIELDS),
+        lambda: _fields_problem(manifest.get("index") or {}, _INDEX_FIELDS, "index."),
+        lambda: _strings_problem((manifest.get("index") or {}).get("vids", []), "index.vids"),
+    )
+    return next((problem for problem in (check() for check in checks) if problem), None)
+
+
+def _fields_problem(
+    record: Mapping[str, Any], spec: Mapping[str, Any], prefix: str = ""
+) -> str | None:
+    """The first field of ``record`` that is missing or of another JSON type than ``spec`` says.
+
+    Args:
+        record: a JSON object.
+        spec: field name -> accepted type(s); a name ending in ``?`` may be absent.
+        prefix: where ``record`` sits in the manifest (``"encoder."``), for the message.
+
+    Returns:
+        ``"field 'encoder.identity' is missing"``-like words, or None.
+    """
+    for name, kinds in spec.items():
+        key = name.rstrip("?")
+        if key not in record:
+            if name.endswith("?"):
+                continue
+            return f"field '{prefix}{key}' is missing"
+        problem = json_type_problem(record[key], kinds)
+        if problem:
+            return f"field '{prefix}{key}' is {problem}"
+    return None
+
+
+def _strings_problem(values: list, field_name: str) -> str | None:
+    """The first item of a list field that is not a string (e.g. ``index.vids``)."""
+    for index, value in enumerate(values):
+        problem = json_type_problem(value, str)
+        if problem:
+            return f"field '{field_name}[{index}]' is {problem}"
+    return None
+
+
+def _entries_problem(
+    entries: Iterable[tuple[Any, Any]], field_name: str, spec: Mapping[str, Any]
+) -> str | None:
+    """The first entry of a collection field (``videos``, ``roots``) that breaks ``spec``."""
+    for name, entry in entries:
+        where = f"{field_name}[{short_repr(name)}]"
+        problem = json_type_problem(entry, dict)
+        if problem:
+            return f"field '{where}' is {problem}"
+        problem = _fields_problem(entry, spec, f"{where}.")
+        if problem:
+            return problem
+    return None
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:

@@ -240,12 +240,14 @@ class MomentSearch:
 
         Raises:
             FileNotFoundError: no manifest in ``out_dir``.
+            DataValidationError: a manifest that is not one (not a JSON object, a missing or
+                mistyped field; names the file and field).
             IndexMismatchError: ``encoder`` is not the one the index was built with.
             OfflineError: the manifest names pretrained weights that cannot be downloaded.
             LockTimeoutError: another process held the folder's lock too long.
         """
         out_dir = Path(out_dir)
-        manifest = read_manifest(out_dir) if manifest_path(out_dir).is_file() else None
+        manifest = read_manifest(out_dir)  # None only when nothing is at its path
         if manifest is None:
             raise FileNotFoundError(
                 f"{out_dir} is not a search index (no manifest.json); build one with "
@@ -327,8 +329,7 @@ class MomentSearch:
         if kind == "features":
             value = load_video_features(self.out_dir / FEATURES_DIR, key)
         else:
-            with np.load(self.out_dir / THUMBS_DIR / f"{key}.npz", allow_pickle=False) as data:
-                value = data["thumbs"]
+            value = _read_thumbnails(self.out_dir / THUMBS_DIR, key)
         self._cache[(kind, vid)] = value
         while len(self._cache) > 2 * self._cache_size:
             self._cache.popitem(last=False)
@@ -339,7 +340,12 @@ class MomentSearch:
         return self._cached("features", vid)
 
     def thumbnails(self, vid: str) -> np.ndarray:
-        """uint8 (T, h, w, 3) per-clip thumbnails of an indexed video."""
+        """uint8 (T, h, w, 3) per-clip thumbnails of an indexed video.
+
+        Raises:
+            DataValidationError: the thumbnail file is missing, not an npz archive, or holds
+                another array (names the file; see :func:`_read_thumbnails`).
+        """
         return self._cached("thumbs", vid)
 
     def frames(self, vid: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
@@ -520,6 +526,28 @@ def _check_top_k_videos(top_k_videos: int) -> None:
         )
 
 
+def _read_thumbnails(folder: Path, key: str) -> np.ndarray:
+    """The uint8 ``(T, h, w, 3)`` thumbnails ``<folder>/<key>.npz["thumbs"]`` of one video.
+
+    The array's header is checked before it is read
+    (:func:`~course_lib.datasets.safe_read.load_npz_array`: at most ``MAX_ARRAY_BYTES``).
+
+    Raises:
+        DataValidationError: not a regular file, not an npz archive, no ``thumbs`` array, another
+            dtype or shape, or too large (names the file).
+    """
+    from course_lib.datasets.features import store_path
+    from course_lib.datasets.safe_read import load_npz_array
+
+    path = store_path(folder, key, "thumbnails")  # refuses keys with path separators
+    thumbs = load_npz_array(path, "thumbs", "thumbnail file", DataValidationError, (np.uint8,), 4)
+    if len(thumbs) == 0 or thumbs.shape[-1] != 3:
+        raise DataValidationError(
+            f"{path}: array 'thumbs' has shape {thumbs.shape}, expected (T, h, w, 3) with T >= 1"
+        )
+    return thumbs
+
+
 def _manifest_encoder(manifest: dict, out_dir: Path):
     """The encoder a manifest names (tiny or pretrained); CourseError when it names none."""
     spec = manifest["encoder"].get("spec")
@@ -628,8 +656,26 @@ def _load_index(out_dir: Path, lock_timeout: float) -> tuple[SegmentIndex, dict]
         if not vids:
             raise CourseError(f"index {out_dir} holds no finished video; build it again")
         _rebuild_warning(out_dir, reason)
-        config = IndexConfig(**info["config"]) if info.get("config") else IndexConfig(kind="flat")
+        config = _index_config(info, out_dir)
         return _build_index(out_dir, manifest, vids, config, save=locked), manifest
+
+
+def _index_config(info: Mapping[str, Any], out_dir: Path) -> IndexConfig:
+    """The config of the saved index from its manifest record (flat when it records none).
+
+    Raises:
+        DataValidationError: the record's ``config`` is not an :class:`IndexConfig` (names the
+            manifest, the field and the reason).
+    """
+    if not info.get("config"):
+        return IndexConfig(kind="flat")
+    try:
+        return IndexConfig(**info["config"])
+    except (TypeError, ValueError) as exc:  # an unknown field, or a value IndexConfig refuses
+        raise DataValidationError(
+            f"index manifest {manifest_path(out_dir)}: field 'index.config' is not an index "
+            f"config ({exc})"
+        ) from None
 
 
 def _sync_index(

@@ -31,11 +31,20 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from course_lib.datasets.safe_read import (
+    check_regular_file,
+    cut_text,
+    load_torch_file,
+    read_json_file,
+    short_repr,
+)
 from course_lib.errors import CheckpointError
 from course_lib.files import atomic_write, manifest_path, verify_manifest, write_manifest
-from course_lib.training.config import MomentTrainingConfig
+from course_lib.training.config import MomentTrainingConfig, config_from_dict
 
 LAST, STATE_FILE, HISTORY_FILE = "last", "last_state.pt", "history.json"
+# what save_training_state writes into last_state.pt
+_STATE_FIELDS = ("epoch", "best_score", "optimizer", "scheduler", "rng")
 
 
 def _paths(stem: str | os.PathLike) -> tuple[Path, Path]:
@@ -77,15 +86,20 @@ def save_checkpoint(
 
 
 def read_checkpoint_info(stem: str | os.PathLike) -> dict:
-    """The json sidecar of a checkpoint (raises :class:`CheckpointError` if missing/corrupt)."""
+    """The json sidecar of a checkpoint.
+
+    Args:
+        stem: checkpoint path without suffix.
+
+    Returns:
+        The sidecar's dict.
+
+    Raises:
+        CheckpointError: the sidecar is missing or not a regular file, not UTF-8 (binary), not
+            valid JSON, or not a JSON object (names the file and line).
+    """
     _, sidecar = _paths(stem)
-    try:
-        with open(sidecar, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError as error:
-        raise CheckpointError(f"checkpoint sidecar {sidecar} not found") from error
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"checkpoint sidecar {sidecar} is not valid json: {error}") from error
+    return read_json_file(sidecar, "checkpoint sidecar", CheckpointError, expect=dict)
 
 
 def load_checkpoint(
@@ -102,28 +116,49 @@ def load_checkpoint(
         ``(model, info)`` with ``info`` the json sidecar.
 
     Raises:
-        CheckpointError: missing file or manifest, SHA256 mismatch, or weights that do not fit
-            the model.
+        CheckpointError: missing or special file, missing manifest, SHA256 mismatch, a bad
+            sidecar (see :func:`read_checkpoint_info`; unknown ``model_config`` fields are
+            named), damaged weights, or weights that do not fit the model.
     """
-    weights, _ = _paths(stem)
+    weights, sidecar = _paths(stem)
     info = read_checkpoint_info(stem)
-    if not weights.is_file():
-        raise CheckpointError(f"checkpoint weights {weights} not found")
+    check_regular_file(weights, "checkpoint weights", CheckpointError)
     # 1. the hash check comes first: a tampered file is never parsed
     _check_legacy_manifest(weights, info)
     verify_manifest(weights)
     if model is None:
-        from course_lib.alignment import CorebaConfig, build_model
-
-        if info.get("model_config") is None:
-            raise CheckpointError(f"{weights}: sidecar has no model_config; pass a model")
-        model = build_model(CorebaConfig(**info["model_config"]))
-    state = load_safetensors(weights.read_bytes())
+        model = _model_from_info(info, sidecar)
+    try:
+        state = load_safetensors(weights.read_bytes())
+    except Exception as error:  # SafetensorError: a file whose manifest matches, but damaged
+        raise CheckpointError(f"checkpoint {weights} could not be read: {error}") from error
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {weights} does not fit the model: {error}") from error
     return model.to(device), info
+
+
+def _model_from_info(info: dict, sidecar: Path) -> nn.Module:
+    """A COREBA model built from a sidecar's ``model_config`` (CheckpointError naming the field).
+
+    Args:
+        info: the sidecar's dict.
+        sidecar: its path, for messages.
+
+    Returns:
+        The freshly built model.
+    """
+    from course_lib.alignment import CorebaConfig, build_model
+
+    if info.get("model_config") is None:
+        raise CheckpointError(f"{sidecar}: sidecar has no model_config; pass a model")
+    where = f"checkpoint sidecar {sidecar}: field 'model_config'"
+    config = config_from_dict(CorebaConfig, info["model_config"], where, CheckpointError)
+    try:
+        return build_model(config)
+    except (TypeError, ValueError) as error:  # sizes that cannot go together
+        raise CheckpointError(f"{where}: cannot build the model ({error})") from None
 
 
 def _check_legacy_manifest(weights: Path, info: dict) -> None:
@@ -141,8 +176,9 @@ def _check_legacy_manifest(weights: Path, info: dict) -> None:
     if legacy is not None and not manifest.is_file():
         raise CheckpointError(
             f"checksum manifest {manifest} for {weights} is missing: the checkpoint was written "
-            f"with its hash in the json (weights_sha256 {legacy}). If `sha256sum {weights}` "
-            f"prints that hash, write it with `sha256sum {weights.name} > {manifest.name}` "
+            f"with its hash in the json (weights_sha256 {cut_text(str(legacy))}). If "
+            f"`sha256sum {weights}` prints that hash, write it with "
+            f"`sha256sum {weights.name} > {manifest.name}` "
             f"in {weights.parent}"
         )
 
@@ -236,30 +272,81 @@ def load_training_state(
     device = next(model.parameters()).device
     _, info = load_checkpoint(out_dir / LAST, model, device)
     path = out_dir / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise CheckpointError(f"cannot read training state {path}: {error}") from error
+    state = load_torch_file(path, "training state", CheckpointError)
+    _check_state(state, path)
     if state["epoch"] != info.get("epoch"):
         raise CheckpointError(
             f"{path} is from epoch {state['epoch']} but {out_dir / LAST}.json from epoch "
-            f"{info.get('epoch')}: an interrupted save; delete one of them"
+            f"{short_repr(info.get('epoch'))}: an interrupted save; delete one of them"
         )
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    for field, restore in (
+        ("optimizer", optimizer.load_state_dict),
+        ("scheduler", scheduler.load_state_dict),
+        ("rng", set_rng_state),
+    ):
+        try:
+            restore(state[field])
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+            raise CheckpointError(
+                f"training state {path}: field {field!r} does not fit this run "
+                f"({type(error).__name__}: {cut_text(str(error))})"
+            ) from None
     return {"epoch": state["epoch"], "best_score": state["best_score"]}
 
 
+def _check_state(state: object, path: Path) -> None:
+    """Refuse a resume state that is not a dict with every field :func:`save_training_state` writes.
+
+    Args:
+        state: what ``last_state.pt`` holds.
+        path: the file, for messages.
+
+    Raises:
+        CheckpointError: not a dict, a missing field, or an epoch / best score of the wrong type.
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"training state {path} holds {type(state).__name__}, expected a dict"
+        )
+    missing = [field for field in _STATE_FIELDS if field not in state]
+    if missing:
+        raise CheckpointError(f"training state {path}: missing field(s) {', '.join(missing)}")
+    if isinstance(state["epoch"], bool) or not isinstance(state["epoch"], int):
+        raise CheckpointError(
+            f"training state {path}: field 'epoch' is {short_repr(state['epoch'])}, expected an int"
+        )
+    if isinstance(state["best_score"], bool) or not isinstance(state["best_score"], (int, float)):
+        raise CheckpointError(
+            f"training state {path}: field 'best_score' is {short_repr(state['best_score'])}, "
+            "expected a number"
+        )
+
+
 def read_history(out_dir: str | os.PathLike) -> list[dict]:
-    """Every epoch row a run in ``out_dir`` has recorded (``[]`` when none)."""
+    """Every epoch row a run in ``out_dir`` has recorded (``[]`` when none).
+
+    Args:
+        out_dir: the run folder.
+
+    Returns:
+        The rows, each a dict with an int ``epoch``.
+
+    Raises:
+        CheckpointError: ``history.json`` is not a regular file, not UTF-8 or JSON, not a list,
+            or has a row without an int ``epoch`` (names the file and row).
+    """
     path = Path(out_dir) / HISTORY_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read training history {path}: {error}") from error
+    rows = read_json_file(path, "training history", CheckpointError, expect=list)
+    for index, row in enumerate(rows):
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise CheckpointError(
+                f"training history {path}: row {index} is {short_repr(row)}, expected a dict "
+                "with an int 'epoch'"
+            )
+    return rows
 
 
 def append_history(out_dir: str | os.PathLike, row: dict) -> list[dict]:

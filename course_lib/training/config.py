@@ -10,10 +10,15 @@ negative-pair losses weight 1 (QD-DETR Sec. 3.3, COREBA eq. 8-11).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, TypeVar
 
-from course_lib.errors import DataValidationError
+from course_lib.datasets.safe_read import short_repr
+from course_lib.errors import CourseError, DataValidationError
 from course_lib.timeline import CLIP_LEN
+
+ConfigT = TypeVar("ConfigT")
 
 # score used to pick the best checkpoint: the sum of these brief metrics
 DEFAULT_BEST_METRICS = ("MR-full-mAP", "HL-min-VeryGood-mAP")
@@ -93,10 +98,27 @@ class MomentTrainingConfig:
         object.__setattr__(self, "best_metrics", tuple(self.best_metrics))
 
     def to_dict(self) -> dict:
-        """Plain-python dict (json-serialisable); ``MomentTrainingConfig(**d)`` rebuilds it."""
+        """Plain-python dict (json-serialisable); :meth:`from_dict` rebuilds it."""
         out = asdict(self)
         out["best_metrics"] = list(self.best_metrics)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "training config") -> MomentTrainingConfig:
+        """Rebuild a config from :meth:`to_dict`'s dict (e.g. a checkpoint's ``train_config``).
+
+        Args:
+            data: the dict.
+            where: what holds it, for messages (``"<file>: field 'train_config'"``).
+
+        Returns:
+            The config.
+
+        Raises:
+            DataValidationError: not a dict, an unknown or missing field, or a bad value (names
+                ``where`` and the field).
+        """
+        return config_from_dict(cls, data, where, DataValidationError)
 
     def loss_weights(self) -> dict[str, float]:
         """Weights of the named loss terms of :class:`~course_lib.training.criterion.SetCriterion`."""
@@ -108,3 +130,43 @@ class MomentTrainingConfig:
             "rank_contrastive": self.w_rank_contrastive,
             "neg_pair": self.w_neg_pair,
         }
+
+
+def config_from_dict(
+    cls: type[ConfigT], data: Any, where: str, error: type[CourseError] = DataValidationError
+) -> ConfigT:
+    """Build the config dataclass ``cls`` from a dict read from a file, refusing what does not fit.
+
+    Args:
+        cls: a dataclass (``MomentTrainingConfig``, ``CorebaConfig`` ...).
+        data: its fields as a dict (json objects give lists for tuples; ``cls`` converts them).
+        where: what holds the dict, for messages (file and field).
+        error: the exception type to raise.
+
+    Returns:
+        ``cls(**data)``.
+
+    Raises:
+        error: ``data`` is not a dict, has fields ``cls`` does not know (listed, with the known
+            ones) or lacks required ones, or ``cls`` refuses a value (its message is kept).
+    """
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: expected a dict of {cls.__name__} fields, got {short_repr(data)}")
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = sorted(str(name) for name in data if name not in known)
+    if unknown:
+        raise error(
+            f"{where}: unknown {cls.__name__} field(s) {short_repr(unknown)} (known: "
+            f"{', '.join(known)}); written by another version of course_lib?"
+        )
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in data and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise error(f"{where}: missing {cls.__name__} field(s) {', '.join(missing)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:  # DataValidationError is a ValueError
+        raise error(f"{where}: bad {cls.__name__} value: {exc}") from None

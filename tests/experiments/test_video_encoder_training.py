@@ -73,7 +73,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     from course_lib.experiments.ch01_video_encoder import VideoTrainingConfig, train
 
     tower = VideoTowerConfig(image_size=32, width=32, layers=1, heads=2, embed_dim=128)
-    config = VideoTrainingConfig(tower=tower, train_videos=2, batch_size=8, steps=3, warmup=1)
+    config = VideoTrainingConfig(
+        tower=tower, train_videos=2, batch_size=8, steps=3, warmup=1, inflate=False, action_weight=1.0
+    )
     whole, _, history = train(config, tmp_path / "whole", log_every=10)
     train(config, tmp_path / "parts", max_seconds=0.0)  # stops (and saves) after one step
     parts, _, resumed = train(config, tmp_path / "parts", log_every=10)
@@ -81,4 +83,4 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     with pytest.raises(ValueError, match="another run's settings"):
-        train(VideoTrainingConfig(tower=tower, train_videos=2, steps=4), tmp_path / "parts")
+        train(VideoTrainingConfig(tower=tower, train_videos=2, steps=4, inflate=False), tmp_path / "parts")
