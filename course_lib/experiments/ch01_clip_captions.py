@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from course_lib.experiments.ch01_toy_frames import other_value, pick_word
 from course_lib.timeline import CLIP_LEN
 
 #: seconds of a clip an action must cover to count as happening in it
@@ -143,7 +144,7 @@ def describe(meaning: ClipMeaning, rng: np.random.Generator) -> str:
     from course_lib.toyworld.captions import ACTION_PHRASES, COLOUR_WORDS, SCENE_PHRASES
     from course_lib.toyworld.spec import COLOUR_AFTER_CHANGE
 
-    scene = _pick(rng, SCENE_PHRASES[meaning.scene]) if meaning.scene else ""
+    scene = pick_word(rng, SCENE_PHRASES[meaning.scene]) if meaning.scene else ""
     if meaning.colour is None and meaning.shape is None:
         return scene or "a scene"
     subject = _subject(meaning.colour, meaning.shape, rng)
@@ -151,8 +152,8 @@ def describe(meaning: ClipMeaning, rng: np.random.Generator) -> str:
         text = subject if rng.random() < 0.5 else f"there is {subject}"
     else:
         to = COLOUR_AFTER_CHANGE[meaning.colour] if meaning.colour else "another colour"
-        to_word = _pick(rng, COLOUR_WORDS[to]) if meaning.colour else to
-        text = f"{subject} {_pick(rng, ACTION_PHRASES[meaning.action]).format(to=to_word)}"
+        to_word = pick_word(rng, COLOUR_WORDS[to]) if meaning.colour else to
+        text = f"{subject} {pick_word(rng, ACTION_PHRASES[meaning.action]).format(to=to_word)}"
     return f"{text} {scene}".strip()
 
 
@@ -160,8 +161,8 @@ def _subject(colour: str | None, shape: str | None, rng: np.random.Generator) ->
     """ "a red circle" / "the crimson ball", "a red shape" / "something red", "a circle"."""
     from course_lib.toyworld.captions import COLOUR_WORDS, SHAPE_WORDS
 
-    colour_word = _pick(rng, COLOUR_WORDS[colour]) if colour else ""
-    shape_word = _pick(rng, SHAPE_WORDS[shape]) if shape else ""
+    colour_word = pick_word(rng, COLOUR_WORDS[colour]) if colour else ""
+    shape_word = pick_word(rng, SHAPE_WORDS[shape]) if shape else ""
     if colour and not shape:
         if rng.random() < 0.3:
             return f"something {colour_word}"
@@ -170,11 +171,6 @@ def _subject(colour: str | None, shape: str | None, rng: np.random.Generator) ->
         noun = f"{colour_word} {shape_word}".strip()
     article = "the" if rng.random() < 0.3 else ("an" if noun[0] in "aeiou" else "a")
     return f"{article} {noun}"
-
-
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    """The canonical (first) word half of the time, else a random synonym."""
-    return options[0] if rng.random() < 0.5 else options[int(rng.integers(len(options)))]
 
 
 def meaning_matches(meaning: ClipMeaning, sample: ClipSample) -> bool:
@@ -221,13 +217,13 @@ def negative_caption(
     candidate = meaning
     for _ in range(tries):
         if meaning.action is not None and rng.random() < 0.7:
-            candidate = _replace(meaning, action=_other(rng, ACTIONS, meaning.action))
+            candidate = _replace(meaning, action=other_value(rng, ACTIONS, meaning.action))
         elif meaning.shape is not None and rng.random() < 0.5:
-            candidate = _replace(meaning, shape=_other(rng, SHAPES, meaning.shape))
+            candidate = _replace(meaning, shape=other_value(rng, SHAPES, meaning.shape))
         elif meaning.colour is not None:
-            candidate = _replace(meaning, colour=_other(rng, COLOURS, meaning.colour))
+            candidate = _replace(meaning, colour=other_value(rng, COLOURS, meaning.colour))
         else:
-            candidate = _replace(meaning, scene=_other(rng, SCENES, meaning.scene))
+            candidate = _replace(meaning, scene=other_value(rng, SCENES, meaning.scene))
         if not meaning_matches(candidate, sample):
             break
     return describe(candidate, rng), candidate
@@ -238,9 +234,3 @@ def _replace(meaning: ClipMeaning, **changes: str) -> ClipMeaning:
     import dataclasses
 
     return dataclasses.replace(meaning, **changes)
-
-
-def _other(rng: np.random.Generator, values: tuple[str, ...], value: str | None) -> str:
-    """A random value different from ``value``."""
-    options = [v for v in values if v != value]
-    return str(options[int(rng.integers(len(options)))])

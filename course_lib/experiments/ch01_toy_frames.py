@@ -111,10 +111,10 @@ def describe(meaning: Meaning, rng: np.random.Generator) -> str:
     if phrases:
         text = prefix + " and ".join(phrases)
         if meaning.scene is not None:
-            text += " " + _pick(rng, SCENE_PHRASES[meaning.scene])
+            text += " " + pick_word(rng, SCENE_PHRASES[meaning.scene])
         return text
     text = _SCENE_ONLY[rng.integers(len(_SCENE_ONLY))].format(meaning.scene)
-    return text if rng.random() < 0.5 else _pick(rng, SCENE_PHRASES[meaning.scene])
+    return text if rng.random() < 0.5 else pick_word(rng, SCENE_PHRASES[meaning.scene])
 
 
 def negative_caption(
@@ -144,26 +144,26 @@ def negative_caption(
         with_colour = [k for k, (c, _) in enumerate(objects) if c is not None]
         if with_shape and (not with_colour or rng.random() < 0.7):
             k = with_shape[int(rng.integers(len(with_shape)))]
-            objects[k] = (objects[k][0], _other(rng, SHAPES, objects[k][1]))
+            objects[k] = (objects[k][0], other_value(rng, SHAPES, objects[k][1]))
             candidate = Meaning(tuple(objects), meaning.scene)
         elif with_colour:
             k = with_colour[int(rng.integers(len(with_colour)))]
-            objects[k] = (_other(rng, COLOURS, objects[k][0]), objects[k][1])
+            objects[k] = (other_value(rng, COLOURS, objects[k][0]), objects[k][1])
             candidate = Meaning(tuple(objects), meaning.scene)
         else:
-            candidate = Meaning(meaning.objects, _other(rng, SCENES, meaning.scene))
+            candidate = Meaning(meaning.objects, other_value(rng, SCENES, meaning.scene))
         if not matches(candidate, sample):
             break
     return describe(candidate, rng), candidate
 
 
-def _other(rng: np.random.Generator, values: tuple[str, ...], value: str | None) -> str:
+def other_value(rng: np.random.Generator, values: tuple[str, ...], value: str | None) -> str:
     """A random value different from ``value``."""
     options = [v for v in values if v != value]
     return str(options[int(rng.integers(len(options)))])
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+def pick_word(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     """The canonical (first) word half of the time, else a random synonym."""
     return options[0] if rng.random() < 0.5 else options[int(rng.integers(len(options)))]
 
@@ -172,8 +172,8 @@ def _object_phrase(colour: str | None, shape: str | None, rng: np.random.Generat
     """ "a red circle" / "a crimson ball", "a red shape" / "something red", "a circle"."""
     from course_lib.toyworld.captions import COLOUR_WORDS, SHAPE_WORDS
 
-    colour_word = _pick(rng, COLOUR_WORDS[colour]) if colour else ""
-    shape_word = _pick(rng, SHAPE_WORDS[shape]) if shape else ""
+    colour_word = pick_word(rng, COLOUR_WORDS[colour]) if colour else ""
+    shape_word = pick_word(rng, SHAPE_WORDS[shape]) if shape else ""
     if colour and shape:
         return f"{_article(colour_word)} {colour_word} {shape_word}"
     if colour:
