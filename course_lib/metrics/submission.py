@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from course_lib.errors import MetricInputError
+from course_lib.errors import DataValidationError, MetricInputError
 from course_lib.files import atomic_write
 from course_lib.spans import num_clips
 
@@ -280,16 +280,18 @@ def write_submission(path: str | os.PathLike, predictions: Sequence[Mapping]) ->
 
 
 def read_submission(path: str | os.PathLike) -> list[dict]:
-    """Read a jsonl submission (or ground-truth) file; names the line that is not json."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise MetricInputError(
-                    f"{path}: line {lineno} is not valid json ({err.msg})"
-                ) from err
-    return records
+    """Read a jsonl submission (or ground-truth) file, one JSON object per non-blank line.
+
+    The file is read as :func:`course_lib.datasets.records.iter_jsonl` reads records: a path that
+    is not a regular file (missing, a dangling link, a FIFO ...) is never opened, and bad UTF-8,
+    invalid or too deeply nested JSON and lines that are not objects are named by file and line.
+
+    Raises:
+        MetricInputError: any of the above (the message names the file and line).
+    """
+    from course_lib.datasets.records import iter_jsonl
+
+    try:
+        return [record for _, record in iter_jsonl(path)]
+    except DataValidationError as err:
+        raise MetricInputError(str(err)) from None

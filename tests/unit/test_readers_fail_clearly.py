@@ -405,3 +405,26 @@ def test_fifo_is_named_and_never_opened(tmp_path, name, read, error):
     assert isinstance(outcome.get("error"), error), outcome
     assert f"{fifo} is a FIFO (named pipe), not a regular file" in str(outcome["error"])
     assert isinstance(outcome["error"], CourseError)
+
+
+def test_submission_reader_names_file_and_line_and_never_opens_a_fifo(tmp_path):
+    import os
+
+    from course_lib.errors import MetricInputError
+    from course_lib.metrics import read_submission
+
+    good = tmp_path / "sub.jsonl"
+    good.write_text('{"qid": 1}\n\n{"qid": 2}\n', encoding="utf-8")
+    assert read_submission(good) == [{"qid": 1}, {"qid": 2}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"qid": 1}\n{"qid": "\xff"}\n')
+    with pytest.raises(MetricInputError, match=r"bad.jsonl: line 2: not valid UTF-8"):
+        read_submission(bad)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(MetricInputError, match="deep.jsonl: line 1"):
+        read_submission(deep)
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(MetricInputError, match="FIFO"):
+        read_submission(fifo)  # would block forever if it were opened
