@@ -182,14 +182,16 @@ def read_manifest(path: str | os.PathLike) -> str:
             f"checksum manifest {manifest} for {path} is missing; write it with "
             f"`sha256sum {path.name} > {manifest.name}` once you trust the file"
         )
-    lines = [line for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = manifest.read_bytes()[:4096]  # a manifest is one short line
+    text = data.decode("utf-8", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
     # sha256sum's line: digest, a space, then a space (text mode) or '*' (binary mode), name
     parts = lines[0].split(maxsplit=1) if len(lines) == 1 else []
     digest = parts[0].lower() if parts else ""
     if len(parts) != 2 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise CheckpointError(
             f"checksum manifest {manifest} is malformed: expected one line "
-            f"'<64 hex digits>  {path.name}', got {lines[:2]}"
+            f"'<64 hex digits>  {path.name}', got {[line[:100] for line in lines[:2]]}"
         )
     named = parts[1].lstrip("*")
     if named != path.name:

@@ -428,3 +428,15 @@ def test_submission_reader_names_file_and_line_and_never_opens_a_fifo(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(MetricInputError, match="FIFO"):
         read_submission(fifo)  # would block forever if it were opened
+
+
+def test_binary_or_huge_checksum_manifest_is_named_not_decoded(tmp_path):
+    from course_lib.errors import CheckpointError
+    from course_lib.files import read_manifest
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    (tmp_path / "w.sha256").write_bytes(b"\xff\xfe" + b"\x00" * 10_000_000)
+    with pytest.raises(CheckpointError, match=r"w.sha256 is malformed") as info:
+        read_manifest(weights)
+    assert len(str(info.value)) < 1000  # the 10 MB content is cut to 100 characters
