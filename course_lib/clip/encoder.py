@@ -359,13 +359,20 @@ def tiny_architecture(meta: dict[str, str], path: str | os.PathLike) -> tuple[st
     first recipe); the resulting name must equal the checkpoint's ``model_name``.
 
     Raises:
-        CheckpointError: the metadata names another architecture.
+        CheckpointError: the metadata is not a JSON object with a valid ``patch_size``, or it
+            names another architecture.
     """
     from course_lib.clip.tiny_config import TINY_CONFIG, tiny_variant
 
-    recorded = json.loads(meta.get("train_config", "{}"))
-    patch = int(recorded.get("patch_size", TINY_CONFIG["vision_cfg"]["patch_size"]))
-    name, config = tiny_variant(patch)
+    try:
+        recorded = json.loads(meta.get("train_config", "{}"))
+        patch = int(recorded.get("patch_size", TINY_CONFIG["vision_cfg"]["patch_size"]))
+        name, config = tiny_variant(patch)
+    except (ValueError, TypeError, AttributeError, RecursionError) as error:
+        raise CheckpointError(
+            f"checkpoint {path}: metadata 'train_config' does not name a tiny architecture "
+            f"({str(error)[:200]})"
+        ) from None
     if meta.get("model_name", name) != name:
         raise CheckpointError(
             f"checkpoint {path} names model {meta['model_name']!r}, expected {name!r} "

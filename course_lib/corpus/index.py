@@ -494,7 +494,7 @@ class SegmentIndex:
             _check_equal(path, "dimension", expected_dim, int(faiss_index.d), "expected", "file")
         if expected_metric is not None:
             _check_equal(path, "metric", expected_metric, faiss_metric, "expected", "file")
-        index = cls(IndexConfig(**json.loads(str(meta["config"]))), projector)
+        index = cls(_index_config(meta_file, str(meta["config"])), projector)
         index._index, index._dim = faiss_index, int(faiss_index.d)
         index._input_dim = int(meta["input_dim"]) if int(meta["input_dim"]) >= 0 else None
         index._next_id = int(meta["next_id"])
@@ -591,6 +591,20 @@ def _read_metadata(meta_file: Path) -> dict[str, np.ndarray]:
             f"this course_lib reads version {INDEX_FORMAT_VERSION}"
         )
     return meta
+
+
+def _index_config(meta_file: Path, text: str) -> IndexConfig:
+    """The :class:`IndexConfig` stored as JSON in the metadata, or an error naming the file."""
+    try:
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise TypeError(f"expected a JSON object, got {type(fields).__name__}")
+        return IndexConfig(**fields)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise DataValidationError(
+            f"segment index metadata {str(meta_file)!r}: field 'config' is not a valid "
+            f"IndexConfig ({str(exc)[:200]})"
+        ) from None
 
 
 def _read_faiss(path: Path):

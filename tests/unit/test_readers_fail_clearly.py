@@ -440,3 +440,29 @@ def test_binary_or_huge_checksum_manifest_is_named_not_decoded(tmp_path):
     with pytest.raises(CheckpointError, match=r"w.sha256 is malformed") as info:
         read_manifest(weights)
     assert len(str(info.value)) < 1000  # the 10 MB content is cut to 100 characters
+
+
+@pytest.mark.parametrize("config", ['{"kind": "flat", "colour": 1}', "[1, 2]", "{not json"])
+def test_segment_index_metadata_with_a_bad_config_is_named(tmp_path, config):
+    from course_lib.corpus import SegmentIndex
+    from course_lib.corpus.index import metadata_path
+
+    rng = np.random.default_rng(0)
+    feats = {f"v{i}": rng.standard_normal((6, 8)).astype(np.float32) for i in range(3)}
+    path = tmp_path / "segments.faiss"
+    SegmentIndex.build(feats).save(path)
+    meta_file = metadata_path(path)
+    with np.load(meta_file, allow_pickle=False) as data:
+        meta = {key: data[key] for key in data.files}
+    meta["config"] = np.array(config)
+    np.savez(meta_file, **meta)
+    with pytest.raises(DataValidationError, match=r"segments.faiss.meta.npz.*field 'config'"):
+        SegmentIndex.load(path)
+
+
+@pytest.mark.parametrize("train_config", ["[1]", '{"patch_size": "x"}', '{"patch_size": 7}', "{oops"])
+def test_tiny_checkpoint_metadata_that_names_no_architecture_is_refused(train_config):
+    from course_lib.clip.encoder import tiny_architecture
+
+    with pytest.raises(CheckpointError, match=r"ckpt.safetensors: metadata 'train_config'"):
+        tiny_architecture({"train_config": train_config}, "ckpt.safetensors")
