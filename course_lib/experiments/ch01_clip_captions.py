@@ -13,6 +13,7 @@ the caption becomes false: the hard negatives that force the text tower to read 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,15 +104,20 @@ def render_clips(samples: Sequence[ClipSample], frames: int = 4, size: int = 64)
     """uint8 (N, frames, size, size, 3): each clip's frames at the centres of ``frames`` equal parts.
 
     The times are :func:`course_lib.clip.frames.clip_timestamps`' (so features computed later
-    from the same video, rendered or decoded from its mp4 file, see the same frames).
+    from the same video, rendered or decoded from its mp4 file, see the same frames; a video's
+    last, shorter clip is sampled inside its visible part).
     """
-    from course_lib.toyworld import render_frame
+    from course_lib.clip.frames import clip_timestamps
+    from course_lib.toyworld import render_frame, video_spec
 
-    parts = (np.arange(frames) + 0.5) / frames * CLIP_LEN
+    times_of: dict[str, np.ndarray] = {}
     out = np.empty((len(samples), frames, size, size, 3), dtype=np.uint8)
     for n, sample in enumerate(samples):
-        for j, dt in enumerate(parts):
-            out[n, j] = render_frame(sample.vid, sample.clip * CLIP_LEN + float(dt), size=size)
+        if sample.vid not in times_of:
+            duration = float(video_spec(sample.vid).duration)
+            times_of[sample.vid] = clip_timestamps(duration, CLIP_LEN, frames)[0].reshape(-1, frames)
+        for j, t in enumerate(times_of[sample.vid][sample.clip]):
+            out[n, j] = render_frame(sample.vid, float(t), size=size)
     return out
 
 
@@ -231,6 +237,4 @@ def negative_caption(
 
 def _replace(meaning: ClipMeaning, **changes: str) -> ClipMeaning:
     """The meaning with some fields changed."""
-    import dataclasses
-
     return dataclasses.replace(meaning, **changes)
