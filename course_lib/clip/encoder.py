@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.datasets.safe_read import short_repr
-from course_lib.errors import CheckpointError, OfflineError
+from course_lib.datasets.validate import text_problem
+from course_lib.errors import CheckpointError, DataValidationError, OfflineError
 
 TINY_CHECKPOINT = "tiny_clip.safetensors"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -210,18 +211,28 @@ class ClipEncoder:
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Validate and tokenise queries -> (Q, context_length) token ids.
 
+        Args:
+            texts: one query or a sequence of queries.
+
+        Returns:
+            The token ids, one row per query.
+
         Raises:
-            ValueError: a query is empty or whitespace only (message gives its index).
+            DataValidationError: no queries, or a query that is empty, whitespace only or not a
+                string (a ``ValueError``; the message gives its index and never echoes more than
+                200 characters of it).
 
         Warns:
-            UserWarning: a query is longer than the context length and is truncated.
+            UserWarning: a query is longer than the context length and is truncated (the
+                warning quotes at most 200 characters of it).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
-            raise ValueError("no queries given: texts is empty")
+            raise DataValidationError("no queries given: texts is empty")
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"query {i} is empty or not a string: {text!r}")
+            problem = text_problem(text)
+            if problem:
+                raise DataValidationError(f"query {i} is {problem}; a query needs words")
             encode = getattr(self.tokenizer, "encode", None)
             if encode is not None:
                 n_tokens = len(encode(text)) + 2  # + start and end tokens

@@ -40,10 +40,15 @@ from pathlib import Path
 import numpy as np
 
 from course_lib.corpus.segments import Projector, SegmentTable, l2_normalize, segment_videos
+from course_lib.datasets.safe_read import load_npz_arrays
 from course_lib.errors import CourseError, DataValidationError
 from course_lib.files import atomic_path, atomic_save_npz, sha256_file
 
 INDEX_FORMAT_VERSION = 1
+#: Largest segment-index metadata :meth:`SegmentIndex.load` reads (all its arrays together, in
+#: bytes, 1 GiB): a million segments with 64-character video ids take about 280 MB. A header
+#: declaring more is refused before anything is allocated; change it here for larger indexes.
+MAX_METADATA_BYTES = 2**30
 METRIC = "inner_product"
 INDEX_KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
@@ -571,19 +576,28 @@ def _check_equal(path: Path, what: str, a, b, a_name: str, b_name: str) -> None:
 
 
 def _read_metadata(meta_file: Path) -> dict[str, np.ndarray]:
-    """Read and version-check the metadata npz (no pickles)."""
+    """Read and version-check the metadata npz.
+
+    Read by :func:`~course_lib.datasets.safe_read.load_npz_arrays`: every array header is
+    checked before any data is read (no pickles, at most :data:`MAX_METADATA_BYTES` in all), so a
+    header declaring a huge shape is a :class:`DataValidationError` naming the file and array,
+    never a ``MemoryError``.
+
+    Raises:
+        FileNotFoundError: no metadata file.
+        DataValidationError: a special file, not an npz archive, missing arrays (named), a
+            declared size over the limit, damaged data, or another format version.
+    """
     if not meta_file.exists():
         raise FileNotFoundError(f"segment index metadata {str(meta_file)!r} does not exist")
-    try:
-        with np.load(meta_file, allow_pickle=False) as data:
-            meta = {key: data[key] for key in data.files}
-    except Exception as exc:  # zip / npy format errors of a truncated or foreign file
-        raise DataValidationError(
-            f"segment index metadata {str(meta_file)!r} is unreadable: {exc}"
-        ) from exc
-    missing = sorted(_META_KEYS - set(meta))
-    if missing:
-        raise DataValidationError(f"segment index metadata {str(meta_file)!r} lacks {missing}")
+    meta = load_npz_arrays(
+        meta_file,
+        sorted(_META_KEYS),
+        "segment index metadata",
+        DataValidationError,
+        max_bytes=MAX_METADATA_BYTES,
+        limit_name="course_lib.corpus.index.MAX_METADATA_BYTES",
+    )
     version = int(meta["version"])
     if version != INDEX_FORMAT_VERSION:
         raise DataValidationError(

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from course_lib.datasets.records import is_int, iter_jsonl
-from course_lib.datasets.safe_read import read_json_file
+from course_lib.datasets.safe_read import path_text, read_json_file
 from course_lib.datasets.validate import (
     corpus_errors,
     moment_record_errors,
@@ -33,9 +33,10 @@ def jsonl_errors(
 ) -> tuple[int, list[str]]:
     """Validate a jsonl file line by line: ``(n_records, messages with file and line)``.
 
-    A file without records is an error too (an empty dataset validates nothing).
+    A file without records is an error too (an empty dataset validates nothing). The file is
+    named printably even when its name is not valid UTF-8 (:func:`path_text`).
     """
-    errors, seen, n = [], {}, 0
+    errors, seen, n, name = [], {}, 0, path_text(path)
     for lineno, record in iter_jsonl(path):
         n += 1
         kind = _detect(record) if kind == "auto" else kind
@@ -51,9 +52,9 @@ def jsonl_errors(
                     f"record {key}={ident!r}: field '{key}': duplicate of line {seen[ident]}"
                 )
             seen.setdefault(ident, lineno)
-        errors += [f"{path}:{lineno}: {p}" for p in problems]
+        errors += [f"{name}:{lineno}: {p}" for p in problems]
     if n == 0:
-        errors.append(f"{path}: no records: the file is empty (or holds blank lines only)")
+        errors.append(f"{name}: no records: the file is empty (or holds blank lines only)")
     return n, errors
 
 
@@ -70,7 +71,7 @@ def validate_file(
         corpus = read_json_file(path, "corpus file", DataValidationError)  # a dict
         queries = corpus.get("queries")
         n = len(queries) if isinstance(queries, list) else 0
-        return n, [f"{path}: {e}" for e in corpus_errors(corpus)]
+        return n, [f"{path_text(path)}: {e}" for e in corpus_errors(corpus)]
     return jsonl_errors(path, kind, require_labels)
 
 

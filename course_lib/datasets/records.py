@@ -19,8 +19,8 @@ import numpy as np
 
 from course_lib.datasets.safe_read import (
     check_json_type,
-    check_regular_file,
     decode_utf8,
+    open_regular_file,
     parse_json,
 )
 from course_lib.errors import DataValidationError
@@ -46,9 +46,9 @@ def iter_jsonl(
             UTF-8, invalid JSON, JSON nested too deeply, a line over the length limit, or a line
             that is not a JSON object (names the file and line).
     """
-    p = check_regular_file(path, "jsonl file", DataValidationError)
+    p = Path(path)
     limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
-    with open(p, "rb") as handle:
+    with open_regular_file(p, "jsonl file", DataValidationError) as handle:
         for lineno, raw in enumerate(_lines(handle, p, limit), start=1):
             if not raw.strip():
                 continue  # blank lines (e.g. a trailing newline) are allowed

@@ -7,23 +7,29 @@ crash, a ``MemoryError`` or an exception of the parser underneath.
 * :func:`check_regular_file` - before anything opens a path: a missing file, a dangling symbolic
   link (named by its own path, its target given), a link loop, a folder, a FIFO, a socket or a
   device is refused and never opened (opening a FIFO for reading blocks until a writer comes).
+* :func:`open_regular_file` - that check, then an open that cannot block (``O_NONBLOCK``) and a
+  second check of the opened descriptor (``fstat``), so a path swapped for a FIFO between the
+  check and the open is named as a FIFO, never waited on. Every reader here opens through it.
 * :func:`read_json_file` / :func:`parse_json` / :func:`decode_utf8` - JSON with the file and
   line of bad UTF-8, invalid JSON, JSON nested too deeply (``RecursionError`` underneath) or a
   number too long to convert; the top-level type is checked.
-* :func:`load_npz_array` - one array of an ``.npz`` archive. The ``.npy`` header of the member is
-  read first (:func:`numpy.lib.format.read_magic`, ``read_array_header_1_0`` / ``_2_0``), and
-  its dtype and declared shape are checked *before* any data is read: pickled (object) arrays
-  are refused, and so is an array larger than ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`),
-  so neither a header declaring ``(10**12, 512)`` nor a small archive that decompresses to
-  hundreds of MB allocates anything.
+* :func:`load_npz_array` / :func:`load_npz_arrays` - arrays of an ``.npz`` archive. The ``.npy``
+  header of each member is read first (:func:`numpy.lib.format.read_magic`,
+  ``read_array_header_1_0`` / ``_2_0``), and its dtype and declared shape are checked *before*
+  any data is read: pickled (object) arrays are refused, and so is an array larger than
+  ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`; :func:`load_npz_arrays` also caps the arrays'
+  total), so neither a header declaring ``(10**12, 512)`` nor a small archive that decompresses
+  to hundreds of MB allocates anything.
 * :func:`load_torch_file` - ``torch.load(weights_only=True)`` whose refusals say what the file is
   and that it is not a plain tensor file (torch's own advice to retry with
   ``weights_only=False``, which could run code from the file, is never repeated).
-* :func:`short_repr` - a value echoed in a message, cut to :data:`MAX_ECHO_CHARS` characters.
+* :func:`short_repr` - a value echoed in a message, cut to :data:`MAX_ECHO_CHARS` characters;
+  :func:`path_text` - a file name for a message, printable even when it is not valid UTF-8.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -33,13 +39,14 @@ import stat
 import sys
 import zipfile
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from course_lib.errors import CheckpointError, CourseError, DataValidationError
+from course_lib.errors import CheckpointError, CourseError, DataValidationError, printable
 
 #: Values echoed in error messages are cut to this many characters (:func:`short_repr`).
 MAX_ECHO_CHARS = 200
@@ -51,6 +58,8 @@ MAX_ARRAY_BYTES = 128 * 2**20
 MAX_JSON_BYTES = 256 * 2**20
 
 _NPY_MAGIC = b"\x93NUMPY"
+# opening a FIFO with O_NONBLOCK returns at once; O_NOCTTY: a terminal never becomes ours
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _JSON_NAMES = {
     dict: "object",
     list: "array",
@@ -105,6 +114,19 @@ def cut_text(text: str, limit: int = MAX_ECHO_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def path_text(path: str | bytes | os.PathLike) -> str:
+    """A file name for a message or a printed line, printable even when it is not valid UTF-8.
+
+    Args:
+        path: a path (``str`` with surrogate escapes as :func:`os.listdir` gives, ``bytes``, or
+            :class:`~pathlib.Path`).
+
+    Returns:
+        The name with bytes that are not valid UTF-8 shown as ``\\xNN`` (``bad\\xff.jsonl``).
+    """
+    return printable(os.fsdecode(path))
 
 
 def type_phrase(value: Any) -> str:
@@ -195,13 +217,51 @@ def _file_kind(mode: int) -> str:
     return next((phrase for test, phrase in kinds if test(mode)), "a special file")
 
 
+@contextlib.contextmanager
+def open_regular_file(path: str | os.PathLike, what: str, error: ErrorType) -> Iterator[IO[bytes]]:
+    """Open a regular file for reading in binary mode, never blocking on a FIFO.
+
+    The path is checked first (:func:`check_regular_file`: special files are never opened), then
+    opened with ``O_NONBLOCK`` and the opened descriptor checked again with ``fstat``: a path
+    swapped for a FIFO (or a folder, a device ...) between the check and the open is refused under
+    its own name instead of blocking until a writer comes. The handle reads in blocking mode.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages.
+        error: the exception type to raise.
+
+    Returns:
+        A context manager giving the open binary handle (closed on exit).
+
+    Raises:
+        error: not a regular file (before or after the open), or the open failed (the path
+            vanished, became a dangling link, permission denied ...).
+    """
+    p = check_regular_file(path, what, error)
+    try:
+        fd = os.open(p, os.O_RDONLY | _NO_WAIT)
+    except OSError as exc:
+        raise error(_stat_problem(p, what, exc)) from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(
+                f"{what} {p} is {_file_kind(mode)}, not a regular file (it was replaced after it "
+                "was checked); nothing was read"
+            )
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        yield handle
+
+
 def read_bytes(
     path: str | os.PathLike, what: str, error: ErrorType, max_bytes: int | None = None
 ) -> bytes:
     """The whole content of a regular file, refusing special files and files over ``max_bytes``.
 
-    The file is opened non-blocking and checked again after opening, so a path swapped for a FIFO
-    between the check and the open cannot block.
+    The file is opened by :func:`open_regular_file`, so a path swapped for a FIFO between the
+    check and the open cannot block.
 
     Args:
         path: the file.
@@ -215,20 +275,15 @@ def read_bytes(
     Raises:
         error: not a regular file (see :func:`check_regular_file`), too large, or unreadable.
     """
-    p = check_regular_file(path, what, error)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise error(f"{what} {p} is {_file_kind(info.st_mode)}, not a regular file")
-            if max_bytes is not None and info.st_size > max_bytes:
-                raise error(
-                    f"{what} {p} has {info.st_size} bytes, over the limit of {max_bytes} bytes"
-                )
+    p = Path(path)
+    with open_regular_file(p, what, error) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise error(f"{what} {p} has {size} bytes, over the limit of {max_bytes} bytes")
+        try:
             return handle.read()
-    except OSError as exc:
-        raise error(f"{what} {p} cannot be read ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise error(f"{what} {p} cannot be read ({exc.strerror or exc})") from None
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -368,36 +423,119 @@ def load_npz_array(
         The array as stored.
 
     Raises:
-        error: not a regular file, a bare ``.npy``, not a zip archive, no such array, an
-            unsupported ``.npy`` version, a pickled array, another dtype or ndim, a declared size
-            over the limit, or truncated / corrupt data. The message names the file and array.
+        error: see :func:`load_npz_arrays`. The message names the file and array.
     """
-    p = check_regular_file(path, what, error)
+    return load_npz_arrays(path, [key], what, error, dtypes, ndim, max_bytes)[key]
+
+
+def load_npz_arrays(
+    path: str | os.PathLike,
+    keys: Sequence[str],
+    what: str = "feature file",
+    error: ErrorType = DataValidationError,
+    dtypes: Collection[type] | None = None,
+    ndim: int | None = None,
+    max_bytes: int | None = None,
+    *,
+    limit_name: str = "course_lib.datasets.safe_read.MAX_ARRAY_BYTES, or max_bytes=",
+) -> dict[str, np.ndarray]:
+    """Several arrays of one ``.npz`` archive, every header checked before any data is read.
+
+    Args:
+        path: the ``.npz`` file (opened by :func:`open_regular_file`: never a FIFO).
+        keys: the arrays' names in it; all must be there.
+        what: what the file is, for messages.
+        error: the exception type to raise.
+        dtypes: accepted scalar types of every array; None accepts any dtype but objects.
+        ndim: required number of dimensions of every array (None: any).
+        max_bytes: largest size accepted for each array and for all of them together
+            (decompressed bytes); default :data:`MAX_ARRAY_BYTES`.
+        limit_name: how to change the limit, said in the message of a refusal.
+
+    Returns:
+        ``{key: array}`` in the order of ``keys``.
+
+    Raises:
+        error: not a regular file, a bare ``.npy``, not a zip archive, missing arrays (all
+            named), an unsupported ``.npy`` version, a pickled array, another dtype or ndim, a
+            declared size over the limit, or truncated / corrupt data. The message names the
+            file (and the array).
+    """
+    p = Path(path)
     limit = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    rule = _ArrayRule(dtypes, ndim, limit, limit_name)
+    with open_regular_file(p, what, error) as handle, _npz_failures(p, error):
+        if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise error(f"{p}: a bare .npy array, expected an .npz archive")
+        handle.seek(0)
+        with zipfile.ZipFile(handle) as archive:
+            members = _npz_members(archive, p, keys, error)
+            sizes = [
+                _check_member(archive, member, f"{p}: array {key!r}", error, rule)
+                for key, member in members.items()
+            ]
+            if sum(sizes) > limit:
+                raise error(
+                    f"{p}: arrays {short_repr(list(members))} declare {sum(sizes)} bytes "
+                    f"together, over the limit of {limit} bytes ({rule.limit_name}); nothing "
+                    "was loaded"
+                )
+            return {key: _read_member(archive, member) for key, member in members.items()}
+
+
+@dataclass(frozen=True)
+class _ArrayRule:
+    """What a declared array must be: its dtypes, number of dimensions and largest size."""
+
+    dtypes: Collection[type] | None
+    ndim: int | None
+    max_bytes: int
+    limit_name: str  # where the limit is changed, for the message
+
+
+@contextlib.contextmanager
+def _npz_failures(p: Path, error: ErrorType) -> Iterator[None]:
+    """Turn what zipfile / numpy raise on a damaged archive into ``error`` naming the file."""
     try:
-        with open(p, "rb") as handle:
-            if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
-                raise error(f"{p}: a bare .npy array, expected an .npz archive")
-        with zipfile.ZipFile(p) as archive:
-            member = _npz_member(archive, p, key, error)
-            with archive.open(member) as fp:
-                shape, dtype = _npy_header(fp, f"{p}: array {key!r}", error)
-            _check_declared(shape, dtype, f"{p}: array {key!r}", error, dtypes, ndim, limit)
-            with archive.open(member) as fp:
-                return np.lib.format.read_array(fp, allow_pickle=False)
+        yield
     except CourseError:
         raise
     except _NPZ_FAILURES as exc:
-        raise error(f"{p}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        reason = cut_text(f"{type(exc).__name__}: {exc}")
+        raise error(f"{p}: not a readable .npz file ({reason})") from None
 
 
-def _npz_member(archive: zipfile.ZipFile, p: Path, key: str, error: ErrorType) -> zipfile.ZipInfo:
-    """The zip entry of array ``key`` (``key.npy``), or a message listing the arrays there are."""
-    names = archive.namelist()
-    if f"{key}.npy" not in names:
+def _npz_members(
+    archive: zipfile.ZipFile, p: Path, keys: Sequence[str], error: ErrorType
+) -> dict[str, zipfile.ZipInfo]:
+    """The zip entries of arrays ``keys`` (``key.npy``), or a message naming every missing one."""
+    names = set(archive.namelist())
+    missing = [key for key in keys if f"{key}.npy" not in names]
+    if missing:
         arrays = sorted(name.removesuffix(".npy") for name in names)
-        raise error(f"{p}: no array {key!r} (has {short_repr(arrays)})")
-    return archive.getinfo(f"{key}.npy")
+        listed = short_repr(missing[0] if len(missing) == 1 else missing)
+        noun = "array" if len(missing) == 1 else "arrays"
+        raise error(f"{p}: no {noun} {listed} (has {short_repr(arrays)})")
+    return {key: archive.getinfo(f"{key}.npy") for key in keys}
+
+
+def _check_member(
+    archive: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    where: str,
+    error: ErrorType,
+    rule: _ArrayRule,
+) -> int:
+    """Read one member's ``.npy`` header only and check it; returns its declared size in bytes."""
+    with archive.open(member) as fp:
+        shape, dtype = _npy_header(fp, where, error)
+    return _check_declared(shape, dtype, where, error, rule)
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
+    """The array of one member whose header was checked (never unpickles)."""
+    with archive.open(member) as fp:
+        return np.lib.format.read_array(fp, allow_pickle=False)
 
 
 def _npy_header(fp, where: str, error: ErrorType) -> tuple[tuple[int, ...], np.dtype]:
@@ -417,27 +555,29 @@ def _check_declared(
     dtype: np.dtype,
     where: str,
     error: ErrorType,
-    dtypes: Collection[type] | None,
-    ndim: int | None,
-    max_bytes: int,
-) -> None:
-    """Refuse a declared array before it is read: pickled, other dtype or ndim, too large."""
+    rule: _ArrayRule,
+) -> int:
+    """Refuse a declared array before it is read: pickled, other dtype or ndim, too large.
+
+    Returns:
+        The declared size in bytes.
+    """
     if dtype.hasobject:
         raise error(f"{where} holds Python objects (pickled data), refused: it could run code")
-    if dtypes is not None and dtype.type not in dtypes:
-        names = ", ".join(np.dtype(t).name for t in dtypes)
+    if rule.dtypes is not None and dtype.type not in rule.dtypes:
+        names = ", ".join(np.dtype(t).name for t in rule.dtypes)
         raise error(f"{where} has dtype {dtype}, expected one of {names}")
-    if ndim is not None and len(shape) != ndim:
-        raise error(f"{where} has shape {shape}, expected {ndim} dimensions")
+    if rule.ndim is not None and len(shape) != rule.ndim:
+        raise error(f"{where} has shape {shape}, expected {rule.ndim} dimensions")
     if any(n < 0 for n in shape):
         raise error(f"{where} declares an impossible shape {shape}")
     size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if size > max_bytes:
+    if size > rule.max_bytes:
         raise error(
             f"{where} declares shape {shape} of {dtype} ({size} bytes), over the limit of "
-            f"{max_bytes} bytes (course_lib.datasets.safe_read.MAX_ARRAY_BYTES, or max_bytes=); "
-            "nothing was loaded"
+            f"{rule.max_bytes} bytes ({rule.limit_name}); nothing was loaded"
         )
+    return size
 
 
 # ----------------------------------------------------------------------------- torch files
@@ -456,15 +596,21 @@ def load_torch_file(path: str | os.PathLike, what: str, error: ErrorType = Check
         error: not a regular file, empty, refused because it holds other Python objects (not a
             plain tensor file), or damaged / not a ``torch.save`` file.
     """
+    p = Path(path)
+    with open_regular_file(p, what, error) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise error(f"{what} {p} is empty (0 bytes): an interrupted save?")
+        return _torch_load(handle, p, what, error)
+
+
+def _torch_load(handle: IO[bytes], p: Path, what: str, error: ErrorType) -> Any:
+    """``torch.load`` of an open file, its failures in our words (see :func:`load_torch_file`)."""
     import pickle
 
     import torch
 
-    p = check_regular_file(path, what, error)
-    if p.stat().st_size == 0:
-        raise error(f"{what} {p} is empty (0 bytes): an interrupted save?")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _UNPICKLER_REASON.search(str(exc))
         detail = f" ({found.group(1).strip()})" if found else ""

@@ -99,16 +99,32 @@ def _header_errors(
     return errors
 
 
+def text_problem(text: object) -> str | None:
+    """Why a query text is not usable, without echoing a long text whole.
+
+    Args:
+        text: a query (or any value given as one).
+
+    Returns:
+        None for a string with a non-space character, else ``"empty"``,
+        ``"empty (whitespace only, 3 characters)"`` or ``"not a string (int: 5)"`` (the
+        value's repr cut by :func:`~course_lib.datasets.safe_read.short_repr`).
+    """
+    if not isinstance(text, str):
+        return f"not a string ({type(text).__name__}: {short_repr(text)})"
+    if not text:
+        return "empty"
+    if not text.strip():
+        return f"empty (whitespace only, {len(text)} characters)"
+    return None
+
+
 def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> list[str]:
     """Types of the id, text, vid and duration fields (when present)."""
     errors = []
     if id_key is not None and id_key in record and not is_int(record[id_key]):
         errors.append(f"field '{id_key}': expected int, got {_value(record[id_key])}")
-    if (
-        text_key is not None
-        and text_key in record
-        and (not isinstance(record[text_key], str) or not record[text_key].strip())
-    ):
+    if text_key is not None and text_key in record and text_problem(record[text_key]):
         errors.append(
             f"field '{text_key}': expected a non-empty string, got {short_repr(record[text_key])}"
         )

@@ -27,11 +27,13 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from course_lib.datasets.records import is_int
+from course_lib.datasets.safe_read import short_repr
 from course_lib.errors import DataValidationError, MetricInputError
 from course_lib.files import atomic_write
 from course_lib.spans import num_clips
@@ -80,9 +82,7 @@ def validate_ground_truth(ground_truth: Sequence[Mapping], need_saliency: bool =
         raise MetricInputError("ground truth must be a non-empty list of records")
     seen: set = set()
     for i, rec in enumerate(ground_truth):
-        if not isinstance(rec, Mapping) or "qid" not in rec:
-            raise MetricInputError(f"ground truth record {i} has no 'qid'")
-        qid = rec["qid"]
+        qid = _qid(rec, f"ground truth record {i}")
         if qid in seen:
             raise MetricInputError(f"ground truth has qid {qid!r} twice")
         seen.add(qid)
@@ -100,6 +100,29 @@ def validate_ground_truth(ground_truth: Sequence[Mapping], need_saliency: bool =
             _check_gt_saliency(rec, qid, num_clips(duration))
 
 
+def _qid(line: Any, where: str) -> Hashable:
+    """The qid of a submission or ground-truth line, refusing a line without a usable one.
+
+    Args:
+        line: one prediction or ground-truth record.
+        where: the line, for the message (``"submission line 3"``).
+
+    Returns:
+        ``line["qid"]``.
+
+    Raises:
+        MetricInputError: not a dict, no ``qid``, or a qid that cannot be a key (a list ...).
+    """
+    if not isinstance(line, Mapping) or "qid" not in line:
+        raise MetricInputError(f"{where} has no 'qid'")
+    qid = line["qid"]
+    if not isinstance(qid, Hashable):
+        raise MetricInputError(
+            f"{where}: field 'qid' is {type(qid).__name__} {short_repr(qid)}, expected an int"
+        )
+    return qid
+
+
 def _check_gt_saliency(rec: Mapping, qid: Any, n_clips: int) -> None:
     """relevant_clip_ids inside the video, one triple of ints 0-4 per clip id."""
     ids, scores = rec.get("relevant_clip_ids"), rec.get("saliency_scores")
@@ -112,7 +135,12 @@ def _check_gt_saliency(rec: Mapping, qid: Any, n_clips: int) -> None:
             f"ground truth qid {qid!r}: {len(ids)} relevant_clip_ids but {len(scores)} saliency_scores"
         )
     for cid, triple in zip(ids, scores):
-        if not isinstance(cid, int) or not 0 <= cid < n_clips:
+        if not is_int(cid):  # numpy integers are ints too
+            raise MetricInputError(
+                f"ground truth qid {qid!r}: relevant_clip_ids holds {short_repr(cid)} of type "
+                f"{type(cid).__name__}, expected an int"
+            )
+        if not 0 <= cid < n_clips:
             raise MetricInputError(
                 f"ground truth qid {qid!r}: clip id {cid!r} outside the video's {n_clips} clips"
             )
@@ -181,17 +209,20 @@ def validate_submission(
 
 
 def _check_qids(predictions: Sequence[Mapping], gt_by_qid: Mapping) -> None:
-    """Every line has a qid, none twice, and the qids are exactly those of the ground truth."""
-    pred_qids: list = []
+    """Every line has a qid, none twice, and the qids are exactly those of the ground truth.
+
+    Linear in the number of lines (one dict of the qids seen, set lookups).
+    """
+    line_of: dict = {}
     for i, pred in enumerate(predictions):
-        if not isinstance(pred, Mapping) or "qid" not in pred:
-            raise MetricInputError(f"submission line {i} has no 'qid'")
-        pred_qids.append(pred["qid"])
-    if len(set(pred_qids)) != len(pred_qids):
-        dup = next(q for q in pred_qids if pred_qids.count(q) > 1)
-        raise MetricInputError(f"submission has qid {dup!r} more than once")
-    missing = [q for q in gt_by_qid if q not in set(pred_qids)]
-    extra = [q for q in pred_qids if q not in gt_by_qid]
+        qid = _qid(pred, f"submission line {i}")
+        if qid in line_of:
+            raise MetricInputError(
+                f"submission has qid {qid!r} more than once (lines {line_of[qid]} and {i})"
+            )
+        line_of[qid] = i
+    missing = [q for q in gt_by_qid if q not in line_of]
+    extra = [q for q in line_of if q not in gt_by_qid]
     if missing:
         raise MetricInputError(
             f"submission lacks predictions for qids {missing[:5]} ({len(missing)} missing)"
@@ -270,13 +301,74 @@ def write_submission(path: str | os.PathLike, predictions: Sequence[Mapping]) ->
     list order (top-10 cut, first window for R1), so the file's order must be the ranking.
     numpy / torch numbers are converted to plain python. Nothing is written if a line cannot be
     serialised (the previous file, if any, stays intact).
+
+    Args:
+        path: the ``.jsonl`` file to write.
+        predictions: one dict per query (see the module docstring).
+
+    Raises:
+        MetricInputError: a line that is not a dict, or holds NaN / inf or a value JSON cannot
+            hold; the message names the line, its qid and the field (``pred_saliency_scores[4]``).
     """
-    lines = [
-        json.dumps(_sorted_windows(_to_builtin(dict(p))), allow_nan=False) for p in predictions
-    ]
+    lines = [_submission_line(p, i) for i, p in enumerate(predictions)]
     with atomic_write(path, "w") as handle:
         for line in lines:
             handle.write(line + "\n")
+
+
+def _submission_line(prediction: Any, index: int) -> str:
+    """One prediction as a JSON line, or an error naming the line, qid and field JSON refuses.
+
+    Args:
+        prediction: one submission line.
+        index: its position in the submission (0-based), for the message.
+
+    Returns:
+        The JSON text, windows sorted by score.
+
+    Raises:
+        MetricInputError: not a dict, a NaN / inf number, or a value of a type JSON cannot hold.
+    """
+    if not isinstance(prediction, Mapping):
+        raise MetricInputError(
+            f"submission line {index}: expected a dict, got {type(prediction).__name__}; "
+            "nothing was written"
+        )
+    plain = _to_builtin(dict(prediction))
+    where = f"submission line {index} (qid {short_repr(prediction.get('qid'))})"
+    bad = _first_non_finite(plain)
+    if bad is not None:
+        field, value = bad
+        raise MetricInputError(
+            f"{where}: field {field} is {value}, which JSON cannot hold; nothing was written"
+        )
+    try:
+        return json.dumps(_sorted_windows(plain), allow_nan=False)
+    except (TypeError, ValueError) as exc:  # e.g. a set, an object, a key that is a tuple
+        raise MetricInputError(f"{where}: {exc}; nothing was written") from None
+
+
+def _first_non_finite(value: Any, field: str = "") -> tuple[str, float] | None:
+    """Where plain-Python ``value`` first holds NaN or inf: ``("pred_saliency_scores[4]", nan)``.
+
+    Args:
+        value: a prediction after :func:`_to_builtin` (dicts, lists, numbers, strings).
+        field: the path of ``value`` in the prediction ("" for the prediction itself).
+
+    Returns:
+        ``(field path, the number)``, or None when every number is finite.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (field, value)
+    if isinstance(value, Mapping):
+        items = ((f"{field}[{k!r}]" if field else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{field}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next(
+        (found for path, v in items if (found := _first_non_finite(v, path)) is not None), None
+    )
 
 
 def read_submission(path: str | os.PathLike) -> list[dict]:

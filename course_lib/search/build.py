@@ -54,7 +54,7 @@ import numpy as np
 
 from course_lib.clip.frames import is_toy_vid, stream_frames, video_duration
 from course_lib.datasets.safe_read import json_type_problem, read_json_file, short_repr
-from course_lib.errors import CourseError, DataValidationError, VideoReadError
+from course_lib.errors import CourseError, DataValidationError, VideoReadError, printable
 from course_lib.timeline import CLIP_LEN
 
 FORMAT_VERSION = 1
@@ -114,11 +114,6 @@ def store_key(vid: str) -> str:
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(vid).name)
     digest = hashlib.sha1(vid.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     return f"{name[:80]}-{digest}"
-
-
-def printable(name: str) -> str:
-    """A name for messages: bytes that are not valid UTF-8 shown as ``\\xNN`` escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def source_path(path: str | os.PathLike) -> str:

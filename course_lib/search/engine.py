@@ -49,6 +49,7 @@ import numpy as np
 
 from course_lib.corpus.index import IndexConfig, SegmentIndex, checksum_mismatch, index_checksums
 from course_lib.corpus.search import CoarseToFineSearch, SegmentVideoScorer
+from course_lib.datasets.validate import text_problem
 from course_lib.errors import CourseError, DataValidationError
 from course_lib.files import folder_lock
 from course_lib.localisers import (
@@ -357,9 +358,21 @@ class MomentSearch:
 
     # ------------------------------------------------------------------ searching
     def encode_query(self, text: str) -> Query:
-        """Embed a query once (validated by the encoder's tokenizer)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"query must be a non-empty string, got {text!r}")
+        """Embed a query once (validated by the encoder's tokenizer).
+
+        Args:
+            text: the query.
+
+        Returns:
+            The :class:`Query` holding the text and its embedding.
+
+        Raises:
+            DataValidationError: the query is empty, whitespace only or not a string (the
+                message never echoes more than 200 characters of it).
+        """
+        problem = text_problem(text)
+        if problem:
+            raise DataValidationError(f"the query is {problem}; a query needs words")
         emb = self.encoder.encode_text([text])[0].numpy().astype(np.float32)
         return Query(text, emb, self.encoder)
 

@@ -35,6 +35,7 @@ from course_lib.datasets.safe_read import (
     check_regular_file,
     cut_text,
     load_torch_file,
+    read_bytes,
     read_json_file,
     short_repr,
 )
@@ -128,8 +129,9 @@ def load_checkpoint(
     verify_manifest(weights)
     if model is None:
         model = _model_from_info(info, sidecar)
+    data = read_bytes(weights, "checkpoint weights", CheckpointError)  # never waits on a FIFO
     try:
-        state = load_safetensors(weights.read_bytes())
+        state = load_safetensors(data)
     except Exception as error:  # SafetensorError: a file whose manifest matches, but damaged
         raise CheckpointError(f"checkpoint {weights} could not be read: {error}") from error
     try:
