@@ -48,6 +48,8 @@ class MomentTrainingConfig:
         device: torch device (None = :func:`course_lib.env.pick_device`).
         progress: show tqdm progress bars.
         num_workers: DataLoader workers (0 keeps everything in-process and reproducible).
+        amp: mixed precision on CUDA (``torch.autocast``: bfloat16 where the GPU supports it,
+            else float16 with a gradient scaler); ignored on other devices.
     """
 
     epochs: int = 200
@@ -80,20 +82,27 @@ class MomentTrainingConfig:
     device: str | None = None
     progress: bool = True
     num_workers: int = 0
+    amp: bool = False
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "lr", "lr_drop", "max_clips", "max_tokens", "clip_len")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise DataValidationError(f"MomentTrainingConfig.{name}={getattr(self, name)} must be > 0")
+                raise DataValidationError(
+                    f"MomentTrainingConfig.{name}={getattr(self, name)} must be > 0"
+                )
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise DataValidationError(f"MomentTrainingConfig.{f.name}={value} must be >= 0")
         if self.max_windows < 1 or self.n_saliency_pairs < 1:
-            raise DataValidationError("MomentTrainingConfig.max_windows and n_saliency_pairs must be >= 1")
+            raise DataValidationError(
+                "MomentTrainingConfig.max_windows and n_saliency_pairs must be >= 1"
+            )
         if not self.best_metrics:
-            raise DataValidationError("MomentTrainingConfig.best_metrics must name at least one metric")
+            raise DataValidationError(
+                "MomentTrainingConfig.best_metrics must name at least one metric"
+            )
         # json round trips give lists: keep the field hashable and comparable
         object.__setattr__(self, "best_metrics", tuple(self.best_metrics))
 

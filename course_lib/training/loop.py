@@ -4,16 +4,19 @@
 * :func:`predict` - official QVHighlights submission dicts (windows in seconds, clip saliency);
 * :func:`evaluate` - :func:`course_lib.metrics.eval_qvhighlights` on :func:`predict`'s output;
 * :func:`train_one_epoch` / :func:`train` - AdamW + gradient clipping, validation every epoch,
-  best checkpoint by a chosen metric, resumable (see :mod:`course_lib.training.checkpoint`).
+  best checkpoint by a chosen metric, resumable (see :mod:`course_lib.training.checkpoint`);
+* :func:`autocast_dtype` / :func:`autocast` - mixed precision on CUDA when
+  ``MomentTrainingConfig.amp`` is set (the loss and the decoding always run in float32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -95,6 +98,55 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def autocast_dtype(device: torch.device | str, enabled: bool) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of a run: None (full precision) unless ``enabled`` on CUDA.
+
+    Args:
+        device: where the model runs.
+        enabled: ``MomentTrainingConfig.amp``.
+
+    Returns:
+        ``torch.bfloat16`` on GPUs that support it (Ampere and later: no gradient scaler needed),
+        ``torch.float16`` on older ones (e.g. a T4; :func:`train` adds a ``GradScaler``), None
+        off CUDA or when disabled.
+    """
+    device = torch.device(device)
+    if not enabled or device.type != "cuda":
+        return None
+    # native bfloat16 from compute capability 8.0 (Ampere); emulated bfloat16 would be slow
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+def grad_scaler(dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A CUDA ``GradScaler`` for float16 autocast (its gradients underflow without one), else None."""
+    if dtype != torch.float16:
+        return None
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[None]:
+    """``torch.autocast(device.type, dtype)``, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        yield
+
+
+def to_float32(tree):
+    """Floating tensors of a (nested dict / list) model output cast to float32 (losses, decoding)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.float() if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {k: to_float32(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_float32(v) for v in tree)
+    return tree
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -118,12 +170,17 @@ def predict(
     config = config or MomentTrainingConfig()
     show = config.progress if progress is None else progress
     device, was_training = _model_device(model), model.training
+    dtype = autocast_dtype(device, config.amp)
     model.eval()
     submission = []
     try:
         for batch in tqdm(loader, desc="predict", disable=not show, leave=False):
             batch = to_device(batch, device)
-            out = model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
+            with autocast(device, dtype):
+                out = model(
+                    batch["video"], batch["video_mask"], batch["query"], batch["query_mask"]
+                )
+            out = to_float32(out)
             n_real = batch["video_mask"].sum(1).tolist()
             for i, rec in enumerate(batch["records"]):
                 spans, logits = out["pred_spans"][i].cpu(), out["pred_logits"][i].cpu()
@@ -185,17 +242,39 @@ def train_step(
     criterion: SetCriterion,
     optimizer: torch.optim.Optimizer,
     grad_clip: float = 0.1,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
-    """One optimisation step on a collated batch; returns the loss terms as floats."""
+    """One optimisation step on a collated batch; returns the loss terms as floats.
+
+    Args:
+        model, batch, criterion, optimizer: the model, a collated batch on its device, the
+            :class:`SetCriterion` and the optimizer.
+        grad_clip: largest gradient L2 norm (0 = no clipping).
+        amp_dtype: run the forward pass under ``torch.autocast`` with this dtype (None: full
+            precision); the losses are computed in float32 either way.
+        scaler: a ``GradScaler`` (float16 autocast) or None.
+    """
     model.train()
     c = criterion.config  # negatives feed the neg-pair and the rank-contrastive terms
-    outputs = forward_with_negatives(model, batch, c.w_neg_pair > 0 or c.w_rank_contrastive > 0)
-    losses = criterion(outputs, batch)
+    # 1. forward pass (mixed precision when asked), losses in float32
+    with autocast(_model_device(model), amp_dtype):
+        outputs = forward_with_negatives(model, batch, c.w_neg_pair > 0 or c.w_rank_contrastive > 0)
+    losses = criterion(to_float32(outputs), batch)
+    # 2. backward, clipping (of the unscaled gradients) and the step
     optimizer.zero_grad(set_to_none=True)
-    losses["total"].backward()
+    if scaler is not None:
+        scaler.scale(losses["total"]).backward()
+        scaler.unscale_(optimizer)
+    else:
+        losses["total"].backward()
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+    else:
+        optimizer.step()
     return {k: float(v.detach()) for k, v in losses.items()}
 
 
@@ -206,15 +285,21 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     config: MomentTrainingConfig,
     epoch: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of every loss term (weighted by batch size)."""
+    """One pass over ``loader``; returns the mean of every loss term (weighted by batch size).
+
+    With ``config.amp`` on CUDA the forward passes run under ``torch.autocast``
+    (:func:`autocast_dtype`); ``scaler`` is the ``GradScaler`` float16 needs (:func:`train` makes it).
+    """
     device = _model_device(model)
+    dtype = autocast_dtype(device, config.amp)
     sums: dict[str, float] = defaultdict(float)
     count = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not config.progress, leave=False)
     for batch in bar:
         batch = to_device(batch, device)
-        losses = train_step(model, batch, criterion, optimizer, config.grad_clip)
+        losses = train_step(model, batch, criterion, optimizer, config.grad_clip, dtype, scaler)
         n = batch["video"].shape[0]
         for key, value in losses.items():
             sums[key] += value * n
@@ -230,6 +315,7 @@ def train(
     config: MomentTrainingConfig,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train with validation every epoch, best-checkpoint saving and resuming.
 
@@ -241,6 +327,7 @@ def train(
             state) checkpoints go; None = no checkpoints.
         resume: continue from ``out_dir/last.*`` (epoch, optimizer, scheduler, RNG states);
             starts fresh when there is none yet.
+        on_epoch: called with each epoch's history row once it is saved (e.g. to print it).
 
     Returns:
         The history of this call: one dict per epoch run, ``{"epoch", "train": mean losses,
@@ -253,6 +340,8 @@ def train(
     seed_everything(config.seed)
     criterion = SetCriterion(config)
     optimizer, scheduler = make_optimizer(model, config)
+    # float16 autocast needs a gradient scaler (its scale is not saved: a resumed run recalibrates)
+    scaler = grad_scaler(autocast_dtype(device, config.amp))
     start, best = 0, -math.inf
     if resume and out_dir is not None and latest_checkpoint_exists(out_dir):
         state = load_training_state(out_dir, model, optimizer, scheduler)
@@ -262,7 +351,9 @@ def train(
     history = []
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
-        train_losses = train_one_epoch(model, train_loader, criterion, optimizer, config, epoch)
+        train_losses = train_one_epoch(
+            model, train_loader, criterion, optimizer, config, epoch, scaler
+        )
         scheduler.step()
         metrics = evaluate(model, val_loader, config) if val_loader is not None else {}
         score = selection_score(metrics, config.best_metrics) if metrics else -train_losses["total"]
@@ -276,12 +367,14 @@ def train(
                 "seconds": seconds,
             }
         )
-        if out_dir is None:
-            continue
-        append_history(out_dir, history[-1])  # before the state: a crash re-runs this epoch
-        info = {"epoch": epoch, "metrics": metrics, "train_losses": train_losses, "score": score}
-        if score > best:
-            best = score
-            save_checkpoint(Path(out_dir) / "best", model, config, info)
-        save_training_state(out_dir, model, optimizer, scheduler, config, info, best)
+        if out_dir is not None:
+            append_history(out_dir, history[-1])  # before the state: a crash re-runs this epoch
+            info = {"epoch": epoch, "metrics": metrics, "train_losses": train_losses}
+            info["score"] = score
+            if score > best:
+                best = score
+                save_checkpoint(Path(out_dir) / "best", model, config, info)
+            save_training_state(out_dir, model, optimizer, scheduler, config, info, best)
+        if on_epoch is not None:
+            on_epoch(history[-1])
     return history
