@@ -3,6 +3,8 @@
 Modules (one concept each):
 
 * :mod:`~course_lib.clip.encoder` - :class:`ClipEncoder` (pretrained / tiny / random weights);
+* :mod:`~course_lib.clip.clip_encoder` - :class:`VideoClipEncoder`, ClipEncoder's API for clips of
+  k frames (a trained video tower, or any ClipEncoder's frames mean-pooled);
 * :mod:`~course_lib.clip.tiny_config` - the tiny architecture, registered with open_clip;
 * :mod:`~course_lib.clip.checkpoint` - SHA256-verified safetensors checkpoints;
 * :mod:`~course_lib.clip.loss` - symmetric InfoNCE with a learnable temperature;
@@ -16,6 +18,7 @@ The tiny CLIP is trained on toy-world frames by :mod:`course_lib.experiments.ch0
 """
 
 from course_lib.clip.checkpoint import load_state_dict, save_state_dict, verify_sha256
+from course_lib.clip.clip_encoder import VideoClipEncoder
 from course_lib.clip.encoder import ClipEncoder, preprocess_frames
 from course_lib.clip.features import (
     FeatureCache,
@@ -31,6 +34,7 @@ from course_lib.clip.zeroshot import recall_at_k, zero_shot_classify
 __all__ = [
     "TINY_CONFIG",
     "TINY_MODEL_NAME",
+    "VideoClipEncoder",
     "ClipEncoder",
     "FeatureCache",
     "InfoNCELoss",

@@ -4,6 +4,9 @@ A video of duration ``d`` has ``T = max(1, ceil(d / clip_len))`` clips; clip ``i
 ``[i * clip_len, (i + 1) * clip_len)`` (the last one may be shorter; a video shorter than one clip
 still gets one clip). A clip's feature is the masked mean of its frames' CLIP features,
 L2-normalised - the "video feature = mean of frame features" baseline of CLIP4Clip / UCoFiA.
+With a clip encoder (:class:`~course_lib.clip.clip_encoder.VideoClipEncoder`) the sampled frames
+are grouped into clips of k frames instead and each clip is encoded as a whole
+(:func:`encode_video`).
 
 Features are cached as fp16 ``{entry}.npz`` files with key ``features`` (shape ``(T, D)``), the
 moment_detr / QVHighlights release layout (written and read by :mod:`course_lib.datasets.features`),
@@ -27,12 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from course_lib.clip.clip_encoder import VideoClipEncoder
 from course_lib.clip.frames import (
     FrameSource,
+    clip_timestamps,
     count_clips,
     frame_source,
     is_toy_vid,
 )
+from course_lib.errors import DataValidationError
 from course_lib.timeline import CLIP_LEN
 
 _EPS = 1e-6
@@ -97,10 +103,15 @@ def encode_video(
     duration: float,
     clip_len: float = CLIP_LEN,
 ) -> np.ndarray:
-    """Encode sampled frames and pool them into clip features.
+    """Encode sampled frames into clip features.
+
+    A frame encoder encodes every frame and the frames are pooled per clip (masked mean,
+    :func:`pool_clip_features`); a clip encoder encodes each clip's k frames together
+    (:func:`group_clip_frames`, which pads a clip that lost frames with its nearest one).
 
     Args:
-        encoder: a :class:`~course_lib.clip.encoder.ClipEncoder`.
+        encoder: a :class:`~course_lib.clip.encoder.ClipEncoder` or a
+            :class:`~course_lib.clip.clip_encoder.VideoClipEncoder`.
         frames: (F, H, W, 3) uint8 frames.
         timestamps: (F,) their times in seconds.
         duration: video length in seconds.
@@ -108,7 +119,14 @@ def encode_video(
 
     Returns:
         float32 (T, D) L2-normalised clip features, ``T = count_clips(duration, clip_len)``.
+
+    Raises:
+        DataValidationError: clip encoder only: a clip without frames, or bad frames.
     """
+    if isinstance(encoder, VideoClipEncoder):  # each clip's k frames through the clip tower
+        k = encoder.frames_per_clip
+        clips = group_clip_frames(frames, timestamps, duration, k, clip_len)
+        return encoder.encode_clips(clips).numpy()
     if len(frames) != len(timestamps):
         raise ValueError(f"{len(frames)} frames but {len(timestamps)} timestamps")
     n = count_clips(duration, clip_len)
@@ -119,14 +137,79 @@ def encode_video(
     return pool_clip_features(frame_feats, index, n_clips=n).numpy()
 
 
+def group_clip_frames(
+    frames: np.ndarray,
+    timestamps: np.ndarray,
+    duration: float,
+    frames_per_clip: int,
+    clip_len: float = CLIP_LEN,
+) -> np.ndarray:
+    """Group sampled frames into clips of exactly k frames (for a clip encoder).
+
+    A frame belongs to clip :func:`assign_clips` gives it. A clip with exactly k frames keeps
+    them in time order. A clip with fewer (a frame that could not be decoded) or more frames
+    takes, for each of its k sampling times (:func:`~course_lib.clip.frames.clip_timestamps`),
+    the available frame nearest in time: missing frames are padded by repeating the nearest
+    available frame.
+
+    Args:
+        frames: (F, H, W, 3) frames.
+        timestamps: (F,) their times in seconds.
+        duration: video length in seconds.
+        frames_per_clip: k.
+        clip_len: clip length in seconds.
+
+    Returns:
+        (T, k, H, W, 3) frames, ``T = count_clips(duration, clip_len)``.
+
+    Raises:
+        ValueError: ``frames`` and ``timestamps`` differ in length.
+        DataValidationError: a clip has no frame at all (names the clip and its time span).
+    """
+    if len(frames) != len(timestamps):
+        raise ValueError(f"{len(frames)} frames but {len(timestamps)} timestamps")
+    times = np.asarray(timestamps, dtype=np.float64)
+    # 1. each frame's clip, and the k times each clip should have been sampled at
+    index = assign_clips(times, duration, clip_len)
+    wanted = clip_timestamps(duration, clip_len, frames_per_clip)[0].reshape(-1, frames_per_clip)
+    # 2. k frame indices per clip, then one gather
+    picks = [
+        _clip_frame_indices(i, np.flatnonzero(index == i), times, wanted[i], clip_len)
+        for i in range(len(wanted))
+    ]
+    return np.asarray(frames)[np.stack(picks)]
+
+
+def _clip_frame_indices(
+    clip: int, available: np.ndarray, times: np.ndarray, wanted: np.ndarray, clip_len: float
+) -> np.ndarray:
+    """k frame indices of one clip: its frames in time order, else the nearest to each time."""
+    if len(available) == 0:
+        raise DataValidationError(
+            f"clip {clip} ({clip * clip_len:g}-{(clip + 1) * clip_len:g} s) has no frames; "
+            f"a clip encoder needs at least one decoded frame per clip"
+        )
+    available = available[np.argsort(times[available], kind="stable")]
+    if len(available) == len(wanted):
+        return available
+    gaps = np.abs(times[available][None, :] - wanted[:, None])  # (k, available)
+    return available[gaps.argmin(axis=1)]
+
+
 class FeatureCache:
     """On-disk per-video clip features keyed by encoder identity and sampling settings.
 
     Args:
-        encoder: the :class:`~course_lib.clip.encoder.ClipEncoder` that computes features.
+        encoder: the :class:`~course_lib.clip.encoder.ClipEncoder` (frames, pooled per clip) or
+            :class:`~course_lib.clip.clip_encoder.VideoClipEncoder` (k frames per clip) that
+            computes features.
         root: base directory; default ``cache_dir("clip_features")``.
         clip_len: clip length in seconds.
-        frames_per_clip: frames sampled per clip.
+        frames_per_clip: frames sampled per clip; default 1 for a frame encoder and k for a
+            clip encoder, which accepts no other number.
+
+    Raises:
+        ValueError: a clip encoder with ``frames_per_clip`` other than its k.
     """
 
     def __init__(
@@ -134,13 +217,13 @@ class FeatureCache:
         encoder,
         root: str | os.PathLike | None = None,
         clip_len: float = CLIP_LEN,
-        frames_per_clip: int = 1,
+        frames_per_clip: int | None = None,
     ) -> None:
         from course_lib.env import cache_dir
 
         self.encoder = encoder
         self.clip_len = float(clip_len)
-        self.frames_per_clip = int(frames_per_clip)
+        self.frames_per_clip = _frames_per_clip(encoder, frames_per_clip)
         base = Path(root) if root is not None else cache_dir("clip_features")
         self.settings = {
             "encoder": encoder.identity,
@@ -183,7 +266,10 @@ class FeatureCache:
         if source is None:
             source = frame_source(vid, self.clip_len, self.frames_per_clip)
         frames, times, duration = source(vid)
-        feats = self.encode(frames, times, duration)
+        try:
+            feats = self.encode(frames, times, duration)
+        except DataValidationError as error:  # e.g. a clip without frames: name the video too
+            raise DataValidationError(f"video {vid}: {error}") from error
         if entry_name(vid) == entry:  # unchanged while it was read
             self._write_settings()
             save_video_features(self.directory, entry, feats)  # fp16, atomic
@@ -206,6 +292,23 @@ class FeatureCache:
         if not target.is_file():
             with atomic_write(target, "w") as handle:
                 json.dump(self.settings, handle, indent=2)
+
+
+def _frames_per_clip(encoder, requested: int | None) -> int:
+    """Frames sampled per clip: ``requested``, by default 1 (frame encoder) or k (clip encoder).
+
+    Raises:
+        ValueError: a clip encoder asked for another number than its k.
+    """
+    if not isinstance(encoder, VideoClipEncoder):
+        return 1 if requested is None else int(requested)
+    k = encoder.frames_per_clip
+    if requested is not None and int(requested) != k:
+        raise ValueError(
+            f"frames_per_clip={requested} but the clip encoder {encoder.identity!r} reads "
+            f"k = {k} frames per clip; pass frames_per_clip={k} or leave it out"
+        )
+    return k
 
 
 def file_identity(path: str | os.PathLike, edge_bytes: int = IDENTITY_EDGE_BYTES) -> str:

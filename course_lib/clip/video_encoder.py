@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 FUSIONS = ("early", "late")
@@ -142,6 +143,11 @@ class VideoTower(nn.Module):
                 config.width, config.heads, config.mlp_ratio, config.temporal_layers
             )
         self.proj = nn.Parameter(torch.randn(config.width, config.embed_dim) * config.width**-0.5)
+
+    @property
+    def image_size(self) -> int:
+        """Frame side in pixels (open_clip's image towers expose it; ClipEncoder reads it)."""
+        return self.config.image_size
 
     def _check(self, clips: torch.Tensor) -> None:
         """Refuse input that is not (B, k, 3, H, W) with this tower's k and H = W."""
@@ -265,9 +271,10 @@ def inflate_from_image_tower(tower: VideoTower, visual: nn.Module) -> VideoTower
 
 
 class FramePoolingTower(nn.Module):
-    """Clip embeddings from any image tower: encode each of the k frames, then average.
+    """Clip embeddings from any image tower: encode each of the k frames, normalise, average.
 
-    The "mean of frame features" video embedding of CLIP4Clip / UCoFiA. It gives clip features
+    The "mean of frame features" video embedding of CLIP4Clip (its ``meanP``: frame features are
+    L2-normalised, then averaged; ``e = mean_j f(x_j) / ||f(x_j)||``) and of UCoFiA. It gives clip features
     for real videos from a pretrained open_clip image tower (one embedding per 2-s clip from its
     k frames) and is the frame-CLIP reference the video tower is measured against.
 
@@ -281,15 +288,22 @@ class FramePoolingTower(nn.Module):
         self.visual = visual
         self.frames = int(frames)
 
+    @property
+    def image_size(self) -> int:
+        """Frame side in pixels: the image tower's."""
+        return self.visual.image_size
+
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """float (B, k, 3, H, W) -> (B, D): the mean of the k frame embeddings (not normalised)."""
+        """float (B, k, 3, H, W) -> (B, D): the mean of the k unit-length frame embeddings."""
         if clips.ndim != 5 or clips.shape[1] != self.frames:
             raise ValueError(
                 f"frame pooling: expected clips of shape (B, {self.frames}, 3, H, W), "
                 f"got {tuple(clips.shape)}"
             )
+        # 1. every frame alone through the image tower, (B, k, D)
         frames = self.visual(clips.flatten(0, 1)).unflatten(0, clips.shape[:2])
-        return frames.mean(1)
+        # 2. unit length per frame, then the mean over the clip's frames
+        return F.normalize(frames, dim=-1).mean(1)
 
 
 # ----------------------------------------------------------------------------- checkpoints
