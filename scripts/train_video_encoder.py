@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-init", action="store_true", help="do not inflate the tiny CLIP")
     parser.add_argument(
-        "--action-weight", type=float, default=0.0, help="auxiliary action loss weight"
+        "--attribute-weight", type=float, default=0.0, help="auxiliary attribute loss weight"
+    )
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=0, help="first steps: attribute loss alone, no text"
     )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--max-minutes", type=float, default=None)
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         text_lr=args.text_lr,
         seed=args.seed,
         inflate=not args.random_init,
-        action_weight=args.action_weight,
+        attribute_weight=args.attribute_weight,
+        pretrain_steps=args.pretrain_steps,
     )
     max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     model, tokenizer, history = train(config, args.run_dir, max_seconds)
@@ -91,8 +95,8 @@ def export(model, path: Path, config, history: list[float], val: dict, argv) -> 
     from course_lib.files import atomic_write
 
     name = ClipEncoder.tiny(device="cpu", progress=False).name
-    if hasattr(model, "action_head"):  # a training aid, not part of the encoder
-        del model.action_head
+    if hasattr(model, "attribute_head"):  # a training aid, not part of the encoder
+        del model.attribute_head
     command = "python scripts/train_video_encoder.py " + " ".join(argv or sys.argv[1:])
     record = {
         "training_config": config.to_dict(),

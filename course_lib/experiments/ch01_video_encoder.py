@@ -39,6 +39,7 @@ from course_lib.clip.video_encoder import (
     preprocess_clips,
 )
 from course_lib.experiments.ch01_clip_captions import (
+    ClipMeaning,
     ClipSample,
     clip_caption,
     match_matrix,
@@ -46,6 +47,11 @@ from course_lib.experiments.ch01_clip_captions import (
     render_clips,
     split_samples,
 )
+
+#: length of the unit embeddings fed to the attribute head (a fixed temperature of its logits)
+ATTRIBUTE_HEAD_SCALE = 10.0
+#: the attribute groups the head reads, in the order of its labels
+ATTRIBUTE_GROUPS = ("colour", "shape", "action", "scene")
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,15 @@ class VideoTrainingConfig:
         seed: seed of initialisation, batches and captions.
         inflate: start the video tower from the tiny CLIP's image tower
             (:func:`course_lib.clip.video_encoder.inflate_from_image_tower`) instead of at random.
-        action_weight: weight of an auxiliary multi-label action loss on the clip embedding
-            (a linear head ``model.action_head``, binary cross-entropy against the actions under
-            way; 0 = contrastive only). The head is a training aid and is not exported.
+        attribute_weight: weight of the auxiliary attribute losses (:func:`train_step`): one
+            linear head ``model.attribute_head`` shared by both towers reads colour, shape,
+            action and scene from clip and caption embeddings; 0 = contrastive only. The head is
+            a training aid, not exported.
+        pretrain_steps: the first steps train the video tower and the attribute head on the
+            clips' attribute loss alone (no text), so the tower sees actions before the contrastive phase starts
+            (the contrastive loss alone barely moves action features: the text tower starts with
+            near-identical action words, so it gives the video tower no reason to separate
+            them); these steps count in ``steps``.
     """
 
     tower: VideoTowerConfig = VideoTowerConfig()
@@ -77,7 +89,8 @@ class VideoTrainingConfig:
     weight_decay: float = 0.05
     seed: int = 0
     inflate: bool = True
-    action_weight: float = 0.0
+    attribute_weight: float = 0.0
+    pretrain_steps: int = 0
 
     def to_dict(self) -> dict:
         """Plain dict (json)."""
@@ -85,7 +98,7 @@ class VideoTrainingConfig:
 
 
 def build_model(
-    tower: VideoTowerConfig, seed: int = 0, inflate: bool = True, action_head: bool = False
+    tower: VideoTowerConfig, seed: int = 0, inflate: bool = True, attribute_head: bool = False
 ):
     """The tiny CLIP (committed weights) with its image tower replaced by a video tower.
 
@@ -93,7 +106,7 @@ def build_model(
         tower: the video tower's architecture.
         seed: seed of the video tower's random initialisation.
         inflate: start it from the tiny CLIP's image tower (I3D-style inflation).
-        action_head: add the auxiliary action head ``model.action_head`` (see the config).
+        attribute_head: add the auxiliary head ``model.attribute_head`` (see the config).
 
     Returns:
         ``(model, tokenizer)``: an open_clip ``CLIP`` whose ``encode_image`` takes float
@@ -106,10 +119,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         video = VideoTower(tower)
-        if action_head:
-            from course_lib.toyworld import ACTIONS
-
-            model.action_head = torch.nn.Linear(tower.embed_dim, len(ACTIONS))
+        if attribute_head:
+            model.attribute_head = torch.nn.Linear(tower.embed_dim, len(attribute_labels()))
     if inflate:
         inflate_from_image_tower(video, model.visual)
     model.visual = video
@@ -120,7 +131,7 @@ def make_optimizer(model, config: VideoTrainingConfig) -> torch.optim.AdamW:
     """AdamW: the video tower at ``lr``, the rest at ``text_lr``; no decay on vectors."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        key = (name.startswith(("visual.", "action_head.")), param.ndim >= 2)
+        key = (name.startswith(("visual.", "attribute_head.")), param.ndim >= 2)
         groups.setdefault(key, []).append(param)
     return torch.optim.AdamW(
         [
@@ -153,12 +164,13 @@ def train_step(
     rng: np.random.Generator,
     optimizer: torch.optim.Optimizer,
     factor: float,
-    action_weight: float = 0.0,
+    attribute_weight: float = 0.0,
 ) -> float:
     """One step: caption each clip, add a hard negative each, multi-positive InfoNCE, AdamW.
 
-    With ``action_weight > 0`` the loss adds ``action_weight`` times the binary cross-entropy of
-    ``model.action_head`` on the clip embeddings against the actions under way in each clip.
+    With ``attribute_weight > 0`` the loss adds ``attribute_weight`` times the losses of the
+    shared attribute head (:func:`attribute_logits`): binary cross-entropy of the clips against
+    what they show, and cross-entropy of each attribute a caption names.
     """
     # 1. a random true caption per clip and one with a swapped attribute
     captions, meanings = zip(*(clip_caption(s, rng) for s in samples), strict=True)
@@ -172,9 +184,34 @@ def train_step(
     video = F.normalize(features, dim=-1)
     text = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
     loss = symmetric_info_nce(video, text, model.logit_scale, positives)
-    if action_weight > 0:
-        loss = loss + action_weight * _action_loss(model.action_head(features), samples)
-    # 3. update with the scheduled learning rates; clamp the temperature as CLIP does
+    if attribute_weight > 0:
+        named = list(meanings) + [m for _, m in negatives]
+        loss = loss + attribute_weight * (
+            _clip_attribute_loss(attribute_logits(model, features), samples)
+            + _text_attribute_loss(attribute_logits(model, text), named)
+        )
+    # 3. update with the scheduled learning rates
+    return _update(model, loss, optimizer, factor)
+
+
+def attribute_step(
+    model,
+    clips: torch.Tensor,
+    samples: list[ClipSample],
+    optimizer: torch.optim.Optimizer,
+    factor: float,
+) -> float:
+    """One supervised step of the video tower: the clip attribute loss alone (pretraining phase).
+
+    The loss is the binary cross-entropy of ``model.attribute_head`` on the clip embeddings
+    against what each clip shows (:func:`_clip_attribute_loss`); the text tower gets no gradient.
+    """
+    loss = _clip_attribute_loss(attribute_logits(model, model.encode_image(clips)), samples)
+    return _update(model, loss, optimizer, factor)
+
+
+def _update(model, loss: torch.Tensor, optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Backward and AdamW step at the scheduled learning rates; clamp the temperature as CLIP."""
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     optimizer.zero_grad(set_to_none=True)
@@ -185,15 +222,66 @@ def train_step(
     return float(loss.item())
 
 
-def _action_loss(logits: torch.Tensor, samples: list[ClipSample]) -> torch.Tensor:
-    """Binary cross-entropy of (B, n_actions) logits against each clip's actions under way."""
-    from course_lib.toyworld import ACTIONS
+def _uses_attribute_head(config: dict) -> bool:
+    """Whether a run (its config as a dict) trains the auxiliary attribute head."""
+    return config.get("attribute_weight", 0.0) > 0 or config.get("pretrain_steps", 0) > 0
 
+
+def attribute_labels() -> tuple[tuple[str, str], ...]:
+    """The attribute head's labels: ``(group, value)`` for every colour, shape, action and scene."""
+    from course_lib.toyworld import ACTIONS, COLOURS, SCENES, SHAPES
+
+    values = {"colour": COLOURS, "shape": SHAPES, "action": ACTIONS, "scene": SCENES}
+    return tuple((group, value) for group in ATTRIBUTE_GROUPS for value in values[group])
+
+
+def attribute_logits(model, embeddings: torch.Tensor) -> torch.Tensor:
+    """The shared attribute head on unit embeddings of either tower: (B, D) -> (B, n_labels).
+
+    One linear head reads colour, shape, action and scene from clip embeddings and from caption
+    embeddings, so both towers must place each attribute value along the same directions of the
+    joint space (labels: :func:`attribute_labels`).
+    """
+    return model.attribute_head(F.normalize(embeddings, dim=-1) * ATTRIBUTE_HEAD_SCALE)
+
+
+def _clip_attribute_loss(logits: torch.Tensor, samples: list[ClipSample]) -> torch.Tensor:
+    """Binary cross-entropy of (B, n_labels) logits against what each clip shows.
+
+    Positive labels: the colour and shape of every visible object, every action under way, the
+    scene. Each group's labels are averaged, and the groups summed.
+    """
+    labels = attribute_labels()
+    index = {label: i for i, label in enumerate(labels)}
+    # 1. multi-hot targets: what each clip shows
     target = torch.zeros_like(logits)
     for row, sample in enumerate(samples):
-        for _, _, action in sample.actions:
-            target[row, ACTIONS.index(action)] = 1.0
-    return F.binary_cross_entropy_with_logits(logits, target)
+        shown = [("scene", sample.scene)] + [("action", a) for _, _, a in sample.actions]
+        for colour, shape in sample.objects:
+            shown += [("colour", colour), ("shape", shape)]
+        target[row, [index[label] for label in shown]] = 1.0
+    # 2. mean over each group's labels, summed over groups (11 actions weigh as much as 5 scenes)
+    loss = logits.sum() * 0.0
+    for group in ATTRIBUTE_GROUPS:
+        columns = [i for i, (g, _) in enumerate(labels) if g == group]
+        loss = loss + F.binary_cross_entropy_with_logits(logits[:, columns], target[:, columns])
+    return loss
+
+
+def _text_attribute_loss(logits: torch.Tensor, meanings: list[ClipMeaning]) -> torch.Tensor:
+    """Cross-entropy, per attribute group, of the captions that name a value of that group."""
+    labels = attribute_labels()
+    total = logits.sum() * 0.0
+    for group in ATTRIBUTE_GROUPS:
+        # 1. the group's columns and the captions naming one of its values
+        columns = [i for i, (g, _) in enumerate(labels) if g == group]
+        values = [labels[i][1] for i in columns]
+        rows = [r for r, m in enumerate(meanings) if getattr(m, group) is not None]
+        if rows:
+            # 2. softmax over the group's values only
+            target = torch.tensor([values.index(getattr(meanings[r], group)) for r in rows])
+            total = total + F.cross_entropy(logits[rows][:, columns], target)
+    return total
 
 
 def train(
@@ -216,7 +304,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(run_dir, config)
     model, tokenizer = build_model(
-        config.tower, config.seed, config.inflate, config.action_weight > 0
+        config.tower, config.seed, config.inflate, _uses_attribute_head(config.to_dict())
     )
     optimizer = make_optimizer(model, config)
     step, history = _resume(run_dir, model, optimizer)
@@ -230,9 +318,12 @@ def train(
         clips = preprocess_clips(frames[rows], config.tower.frames)
         batch = [samples[i] for i in rows]
         factor = lr_factor(step, config)
-        loss = train_step(
-            model, tokenizer, clips, batch, rng, optimizer, factor, config.action_weight
-        )
+        if step < config.pretrain_steps:
+            loss = attribute_step(model, clips, batch, optimizer, factor)
+        else:
+            loss = train_step(
+                model, tokenizer, clips, batch, rng, optimizer, factor, config.attribute_weight
+            )
         history.append(loss)
         step += 1
         timed_out = max_seconds is not None and time.time() - start > max_seconds
@@ -428,7 +519,7 @@ def load_run(run_dir: Path):
     """The model of a run directory's latest state: ``(model, tokenizer, config dict)``."""
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     tower = VideoTowerConfig(**config["tower"])
-    head = config.get("action_weight", 0.0) > 0
+    head = _uses_attribute_head(config)
     model, tokenizer = build_model(tower, config["seed"], config.get("inflate", False), head)
     state = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])

@@ -74,7 +74,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
     tower = VideoTowerConfig(image_size=32, width=32, layers=1, heads=2, embed_dim=128)
     config = VideoTrainingConfig(
-        tower=tower, train_videos=2, batch_size=8, steps=3, warmup=1, inflate=False, action_weight=1.0
+        tower=tower, train_videos=2, batch_size=8, steps=3, warmup=1, inflate=False, attribute_weight=1.0
     )
     whole, _, history = train(config, tmp_path / "whole", log_every=10)
     train(config, tmp_path / "parts", max_seconds=0.0)  # stops (and saves) after one step
@@ -84,3 +84,49 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     with pytest.raises(ValueError, match="another run's settings"):
         train(VideoTrainingConfig(tower=tower, train_videos=2, steps=4, inflate=False), tmp_path / "parts")
+
+
+def test_attribute_targets_mark_what_a_clip_shows_and_what_a_caption_names():
+    import torch
+
+    from course_lib.experiments import ch01_video_encoder as ve
+
+    labels = ve.attribute_labels()
+    assert len(labels) == len(set(labels)) == 6 + 6 + 11 + 5
+    sample = next(s for s in clip_samples(make_vid("train", "m", 0, 0)) if s.actions)
+    # a clip's loss is lowest for logits that are high exactly on what it shows
+    shown = {("scene", sample.scene)} | {("action", a) for _, _, a in sample.actions}
+    shown |= {(g, v) for c, s in sample.objects for g, v in (("colour", c), ("shape", s))}
+    right = torch.tensor([[10.0 if label in shown else -10.0 for label in labels]])
+    assert ve._clip_attribute_loss(right, [sample]) < 1e-3
+    assert ve._clip_attribute_loss(-right, [sample]) > 5.0
+    # a caption is scored only on the groups it names: naming only the action ignores colour
+    meaning = ClipMeaning(None, None, "spin", None)
+    logits = torch.zeros(1, len(labels))
+    logits[0, labels.index(("action", "spin"))] = 20.0
+    assert ve._text_attribute_loss(logits, [meaning]) < 1e-3
+    logits[0, labels.index(("colour", "red"))] = 50.0  # unnamed group: no effect
+    assert ve._text_attribute_loss(logits, [meaning]) < 1e-3
+    assert ve._text_attribute_loss(logits, [ClipMeaning("blue", None, None, None)]) > 10.0
+
+
+@pytest.mark.slow
+def test_pretraining_steps_change_the_video_tower_and_never_the_text_tower(tmp_path):
+    import torch
+
+    from course_lib.clip.video_encoder import VideoTowerConfig
+    from course_lib.experiments.ch01_video_encoder import VideoTrainingConfig, build_model, train
+
+    tower = VideoTowerConfig(image_size=32, width=32, layers=1, heads=2, embed_dim=128)
+    config = VideoTrainingConfig(
+        tower=tower, train_videos=2, batch_size=8, steps=2, warmup=1, inflate=False,
+        pretrain_steps=2,
+    )  # fmt: skip
+    before, _ = build_model(tower, config.seed, inflate=False, attribute_head=True)
+    after, _, history = train(config, tmp_path / "run", log_every=10)
+    changed = {
+        name.split(".")[0]
+        for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True)
+        if not torch.equal(a, b)
+    }
+    assert changed == {"visual", "attribute_head"} and len(history) == 2
