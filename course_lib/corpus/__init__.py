@@ -4,6 +4,7 @@ Modules:
 
 * :mod:`~course_lib.corpus.segments` -- fixed-length segments and pooled segment embeddings.
 * :mod:`~course_lib.corpus.index` -- :class:`SegmentIndex`, faiss Flat / IVF / IVFPQ / HNSW.
+* :mod:`~course_lib.corpus.shards` -- :class:`ShardedSegmentIndex`, N shard indexes searched as one.
 * :mod:`~course_lib.corpus.proposals` -- merge retrieved segments into moment proposals.
 * :mod:`~course_lib.corpus.search` -- coarse-to-fine two-stage search with pluggable stages.
 
@@ -40,6 +41,7 @@ from course_lib.corpus.segments import (
     segment_bounds,
     segment_videos,
 )
+from course_lib.corpus.shards import ShardedSegmentIndex
 
 __all__ = [
     "INDEX_KINDS",
@@ -51,6 +53,7 @@ __all__ = [
     "SegmentIndex",
     "SegmentTable",
     "SegmentVideoScorer",
+    "ShardedSegmentIndex",
     "UnsupportedIndexOperation",
     "choose_nprobe",
     "combine_scores",

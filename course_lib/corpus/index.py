@@ -183,20 +183,33 @@ class SegmentIndex:
         config: index kind and parameters (default: exact flat index, 4-s segments).
         projector: optional learned map (N, D) -> (N, D') applied to pooled segment features;
             pass the same one again to :meth:`load`.
+        first_id: id of the first segment added (later ones count up from it); shards of one
+            collection built apart take disjoint ranges (:mod:`course_lib.corpus.shards`).
 
     Example:
         >>> index = SegmentIndex.build({"v1": feats1, "v2": feats2}, IndexConfig(kind="hnsw"))
         >>> index.search_segments(query_embedding, k=10)   # DataFrame of the best segments
     """
 
-    def __init__(self, config: IndexConfig | None = None, projector: Projector | None = None):
+    def __init__(
+        self,
+        config: IndexConfig | None = None,
+        projector: Projector | None = None,
+        first_id: int = 0,
+    ):
+        if (
+            isinstance(first_id, bool)
+            or not isinstance(first_id, (int, np.integer))
+            or first_id < 0
+        ):
+            raise DataValidationError(f"first_id must be an integer >= 0, got {first_id!r}")
         self.config = config or IndexConfig()
         self.projector = projector
         self._index = None  # created on first train / add (IVF needs the training size)
         self._gpu_index = None  # search copy on the GPU, rebuilt lazily after changes
         self._dim: int | None = None
         self._input_dim: int | None = None
-        self._next_id = 0
+        self._next_id = int(first_id)
         self._ids = np.zeros(0, np.int64)  # segment ids, increasing
         self._vids = np.zeros(0, np.str_)
         self._starts = np.zeros(0, np.float64)
@@ -213,6 +226,11 @@ class SegmentIndex:
     def ntotal(self) -> int:
         """Number of indexed segments."""
         return int(len(self._ids))
+
+    @property
+    def next_id(self) -> int:
+        """Id the next added segment gets (ids count up from ``first_id``)."""
+        return self._next_id
 
     @property
     def vids(self) -> list[str]:
@@ -237,6 +255,7 @@ class SegmentIndex:
         config: IndexConfig | None = None,
         projector: Projector | None = None,
         train_features: Mapping[str, np.ndarray] | np.ndarray | None = None,
+        first_id: int = 0,
     ) -> SegmentIndex:
         """Segment, embed, (train and) index a collection of videos.
 
@@ -247,11 +266,12 @@ class SegmentIndex:
             train_features: what IVF / PQ train on; default the built videos themselves.
                 Either clip features by video (segmented like the corpus) or an array of
                 already embedded segment vectors (N, D').
+            first_id: id of the first segment (the videos' segments are numbered from it).
 
         Returns:
             The filled :class:`SegmentIndex`.
         """
-        index = cls(config, projector)
+        index = cls(config, projector, first_id)
         if not features_by_vid:
             raise DataValidationError("cannot build a segment index from an empty corpus")
         table = index._embed(features_by_vid)
@@ -424,21 +444,7 @@ class SegmentIndex:
         Returns:
             ``pandas.DataFrame`` with columns rank, segment_id, vid, start, end, score.
         """
-        import pandas as pd
-
-        scores, ids = self.search(np.asarray(query).reshape(1, -1), k)
-        keep = ids[0] >= 0
-        meta = self.segments(ids[0][keep])
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, int(keep.sum()) + 1),
-                "segment_id": ids[0][keep],
-                "vid": meta["vids"],
-                "start": meta["starts"],
-                "end": meta["ends"],
-                "score": scores[0][keep],
-            }
-        )
+        return segments_frame(self, query, k)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -508,6 +514,37 @@ class SegmentIndex:
         index._vid_set = set(index._vids.tolist())
         set_search_params(faiss_index, index.config.nprobe, index.config.ef_search)
         return index
+
+
+def segments_frame(index, query: np.ndarray, k: int = 100):
+    """Top-``k`` segments of one query as a DataFrame, for any index with ``search`` and
+    ``segments`` (a :class:`SegmentIndex` or a :class:`~course_lib.corpus.shards.ShardedSegmentIndex`).
+
+    Args:
+        index: the index to search.
+        query: float (D',) query embedding.
+        k: segments wanted.
+
+    Returns:
+        ``pandas.DataFrame`` with columns rank, segment_id, vid, start, end, score (empty slots
+        of an approximate search left out).
+    """
+    import pandas as pd
+
+    # search, drop the empty slots (-1), look up the found segments' metadata
+    scores, ids = index.search(np.asarray(query).reshape(1, -1), k)
+    keep = ids[0] >= 0
+    meta = index.segments(ids[0][keep])
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, int(keep.sum()) + 1),
+            "segment_id": ids[0][keep],
+            "vid": meta["vids"],
+            "start": meta["starts"],
+            "end": meta["ends"],
+            "score": scores[0][keep],
+        }
+    )
 
 
 _META_KEYS = {

@@ -32,6 +32,10 @@ are plain relative paths (``sub/a.mp4``; indexes built before tags existed keep 
 further folder gets a tag ``<folder name>@<6 hex of its path>`` that prefixes its ids
 (``holiday@3fa2c1/a.mp4``). A second folder's ``a.mp4`` therefore never replaces the first's.
 Files outside every root are named by their absolute path, toy-world videos by their id.
+
+Imports: :mod:`course_lib.clip` (torch, open_clip, PyAV) is imported inside the functions that
+list, decode or encode videos, so reading a manifest (or ``python -m course_lib.search --help``)
+does not load them.
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ from typing import Any
 
 import numpy as np
 
-from course_lib.clip.frames import is_toy_vid, stream_frames, video_duration
 from course_lib.datasets.safe_read import json_type_problem, read_json_file, short_repr
 from course_lib.errors import CourseError, DataValidationError, VideoReadError, printable
 from course_lib.timeline import CLIP_LEN
@@ -182,6 +185,8 @@ def discover_videos(
         ``(items, ignored, root)``: videos sorted by vid, files of a folder that were ignored
         (no video suffix), and the folder of a folder source (None for lists).
     """
+    from course_lib.clip.frames import is_toy_vid  # imports torch: only when videos are listed
+
     exts = {e.lower() for e in extensions}
     if isinstance(source, Mapping):  # a toy-world corpus
         vids = [v["vid"] if isinstance(v, Mapping) else v for v in source.get("videos", [])]
@@ -272,6 +277,8 @@ def iter_sampled_frames(
 
     See :func:`course_lib.clip.frames.stream_frames`: files are decoded, toy videos rendered.
     """
+    from course_lib.clip.frames import stream_frames
+
     yield from stream_frames(item.path or item.vid, fps, max_side, timeout_s, toy_size)
 
 
@@ -307,6 +314,8 @@ class VideoFeatures:
 
 def _probe_duration(item: VideoItem) -> float:
     """Header duration of a file (0 when unknown), or a toy video's duration."""
+    from course_lib.clip.frames import video_duration
+
     return video_duration(item.path or item.vid)
 
 
