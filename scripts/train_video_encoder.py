@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 
 from course_lib.clip.video_encoder import FUSIONS, VideoTowerConfig
-from course_lib.experiments.ch01_video_encoder import VideoTrainingConfig, evaluate, train
+from course_lib.experiments.ch01_video_encoder import (
+    ATTRIBUTE_GROUPS,
+    VideoTrainingConfig,
+    evaluate,
+    train,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pretrain-steps", type=int, default=0, help="first steps: attribute loss alone, no text"
+    )
+    parser.add_argument(
+        "--pretrain-groups",
+        nargs="+",
+        default=list(ATTRIBUTE_GROUPS),
+        choices=ATTRIBUTE_GROUPS,
+        help="attribute groups of the pretraining loss",
     )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--max-minutes", type=float, default=None)
@@ -74,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         inflate=not args.random_init,
         attribute_weight=args.attribute_weight,
         pretrain_steps=args.pretrain_steps,
+        pretrain_groups=tuple(args.pretrain_groups),
     )
     max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     model, tokenizer, history = train(config, args.run_dir, max_seconds)

@@ -77,6 +77,8 @@ class VideoTrainingConfig:
             (the contrastive loss alone barely moves action features: the text tower starts with
             near-identical action words, so it gives the video tower no reason to separate
             them); these steps count in ``steps``.
+        pretrain_groups: the attribute groups the pretraining loss covers (``("action",)``: the
+            tower spends the whole phase on what a frame cannot show).
     """
 
     tower: VideoTowerConfig = VideoTowerConfig()
@@ -91,6 +93,7 @@ class VideoTrainingConfig:
     inflate: bool = True
     attribute_weight: float = 0.0
     pretrain_steps: int = 0
+    pretrain_groups: tuple[str, ...] = ATTRIBUTE_GROUPS
 
     def to_dict(self) -> dict:
         """Plain dict (json)."""
@@ -200,13 +203,15 @@ def attribute_step(
     samples: list[ClipSample],
     optimizer: torch.optim.Optimizer,
     factor: float,
+    groups: tuple[str, ...] = ATTRIBUTE_GROUPS,
 ) -> float:
     """One supervised step of the video tower: the clip attribute loss alone (pretraining phase).
 
     The loss is the binary cross-entropy of ``model.attribute_head`` on the clip embeddings
     against what each clip shows (:func:`_clip_attribute_loss`); the text tower gets no gradient.
     """
-    loss = _clip_attribute_loss(attribute_logits(model, model.encode_image(clips)), samples)
+    logits = attribute_logits(model, model.encode_image(clips))
+    loss = _clip_attribute_loss(logits, samples, groups)
     return _update(model, loss, optimizer, factor)
 
 
@@ -245,11 +250,13 @@ def attribute_logits(model, embeddings: torch.Tensor) -> torch.Tensor:
     return model.attribute_head(F.normalize(embeddings, dim=-1) * ATTRIBUTE_HEAD_SCALE)
 
 
-def _clip_attribute_loss(logits: torch.Tensor, samples: list[ClipSample]) -> torch.Tensor:
+def _clip_attribute_loss(
+    logits: torch.Tensor, samples: list[ClipSample], groups: tuple[str, ...] = ATTRIBUTE_GROUPS
+) -> torch.Tensor:
     """Binary cross-entropy of (B, n_labels) logits against what each clip shows.
 
     Positive labels: the colour and shape of every visible object, every action under way, the
-    scene. Each group's labels are averaged, and the groups summed.
+    scene. Each group's labels are averaged, and the ``groups`` summed.
     """
     labels = attribute_labels()
     index = {label: i for i, label in enumerate(labels)}
@@ -262,7 +269,7 @@ def _clip_attribute_loss(logits: torch.Tensor, samples: list[ClipSample]) -> tor
         target[row, [index[label] for label in shown]] = 1.0
     # 2. mean over each group's labels, summed over groups (11 actions weigh as much as 5 scenes)
     loss = logits.sum() * 0.0
-    for group in ATTRIBUTE_GROUPS:
+    for group in groups:
         columns = [i for i, (g, _) in enumerate(labels) if g == group]
         loss = loss + F.binary_cross_entropy_with_logits(logits[:, columns], target[:, columns])
     return loss
@@ -319,7 +326,7 @@ def train(
         batch = [samples[i] for i in rows]
         factor = lr_factor(step, config)
         if step < config.pretrain_steps:
-            loss = attribute_step(model, clips, batch, optimizer, factor)
+            loss = attribute_step(model, clips, batch, optimizer, factor, config.pretrain_groups)
         else:
             loss = train_step(
                 model, tokenizer, clips, batch, rng, optimizer, factor, config.attribute_weight
