@@ -342,7 +342,43 @@ def chapter1_section(data_dir: Path) -> str:
     lines += [source_line([relative(path, data_dir)], command), ""]
     if history.get("note"):
         lines += ["The file's note:", "", f"> {history['note']}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + video_clip_lines(data_dir))
+
+
+def video_clip_lines(data_dir: Path) -> list[str]:
+    """Chapter 1's video encoder: its validation figures and settings from ``video_clip.json``.
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        Markdown lines (none when the record is missing).
+    """
+    path = data_dir / "video_clip.json"
+    if not path.is_file():
+        return []
+    record = read_json(path)
+    config = dict(record.get("training_config", {}))
+    tower = config.pop("tower", {})
+    val = record.get("val_metrics", {})
+    rows = [[f"`{k}`", fmt(int(v) if k.startswith("n_") else v, 3)] for k, v in val.items()]
+    settings = [[f"`{key}`", recorded(config[key])] for key in sorted(config)]
+    settings += [[f"`tower.{key}`", recorded(tower[key])] for key in sorted(tower)]
+    return [
+        "### The video encoder (`data/video_clip.safetensors`)",
+        "",
+        "Validation figures recorded at export (text-to-clip attribute accuracy, compositions, "
+        "localisation AUC inside relevant videos, video retrieval AUC; "
+        "`course_lib.experiments.ch01_video_encoder.evaluate` on 20 val videos of draw 0); "
+        "notebook 01 section 8 and `benchmarks/probe_clip_features.py` measure the test split.",
+        "",
+        markdown_table(["figure", "val"], rows),
+        "",
+        markdown_table(["setting", "value"], settings),
+        "",
+        source_line([relative(path, data_dir)], index_commands(data_dir).get("video_clip.json")),
+        "",
+    ]
 
 
 # --- chapter 5 -------------------------------------------------------------------------------
