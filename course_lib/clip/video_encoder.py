@@ -102,6 +102,52 @@ def _encoder(width: int, heads: int, mlp_ratio: float, layers: int) -> nn.Transf
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+def patchify_linear(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A stride-p, kernel-p convolution without bias as one matrix product: (N, C, H, W) -> (N, P, width).
+
+    ``Conv2d(C, width, p, stride=p)`` applied to non-overlapping patches is a linear map of each
+    flattened patch; cutting the patches with reshapes and multiplying once is the same function
+    (row-major patch order, as ``Conv2d(...).flatten(2)``) and several times faster on a CPU.
+
+    Args:
+        images: (N, C, H, W), H and W multiples of p.
+        weight: (width, C, p, p) filters.
+
+    Returns:
+        (N, (H / p) * (W / p), width) patch tokens.
+    """
+    n, c, h, w = images.shape
+    p = weight.shape[-1]
+    # 1. (N, C, H/p, p, W/p, p) -> (N, H/p, W/p, C, p, p): one row per patch, filter layout
+    patches = images.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    # 2. every patch times the flattened filters
+    return patches.reshape(n, (h // p) * (w // p), c * p * p) @ weight.reshape(len(weight), -1).T
+
+
+def fold_differences(weight: torch.Tensor, frames: int) -> torch.Tensor:
+    """Early-fusion filters over (frames, differences) folded into filters over the frames alone.
+
+    The patch embedding is linear, so filters ``W_j`` on frame ``x_j`` and ``D_j`` on the
+    difference ``x_{j+1} - x_j`` act on the frames as ``W_j + D_{j-1} - D_j`` (``D_{-1} = D_{k-1}
+    = 0``): the same function with 3k input channels instead of 3(2k - 1), and no differences to
+    compute.
+
+    Args:
+        weight: (width, 3k + 3(k - 1), p, p) filters, frames first, then differences.
+        frames: k.
+
+    Returns:
+        (width, 3k, p, p) filters.
+    """
+    k = frames
+    frame_w = weight[:, : 3 * k].unflatten(1, (k, 3))
+    diff_w = weight[:, 3 * k :].unflatten(1, (k - 1, 3))
+    zero = torch.zeros_like(diff_w[:, :1])
+    # frame j gains +D_{j-1} (it ends difference j-1) and -D_j (it starts difference j)
+    folded = frame_w + torch.cat([zero, diff_w], dim=1) - torch.cat([diff_w, zero], dim=1)
+    return folded.flatten(1, 2)
+
+
 class _PatchViT(nn.Module):
     """ViT over images with ``in_channels`` channels: returns normalised [CLS; patches] tokens."""
 
@@ -115,9 +161,16 @@ class _PatchViT(nn.Module):
         self.transformer = _encoder(w, config.heads, config.mlp_ratio, layers)
         self.ln_post = nn.LayerNorm(w)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1 + P, width)."""
-        patches = self.patch_embed(images).flatten(2).transpose(1, 2)  # (N, P, width)
+    def forward(self, images: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) -> (N, 1 + P, width).
+
+        Args:
+            images: the input images.
+            weight: patch-embedding filters to use instead of ``patch_embed.weight``
+                (width, C, p, p), e.g. filters folded over frame differences.
+        """
+        weight = self.patch_embed.weight if weight is None else weight
+        patches = patchify_linear(images, weight)  # (N, P, width)
         cls = self.cls.expand(len(patches), 1, -1)
         tokens = self.ln_pre(torch.cat([cls, patches], dim=1) + self.pos)
         return self.ln_post(self.transformer(tokens))
@@ -166,11 +219,12 @@ class VideoTower(nn.Module):
         self._check(clips)
         b, k = clips.shape[:2]
         if self.config.fusion == "early":
-            # 1. stack frames (and their differences) along channels, one ViT pass per clip
-            parts = [clips.flatten(1, 2)]
+            # 1. frames stacked along channels, one ViT pass per clip; the filters on the frame
+            #    differences act through folded frame filters (the same linear map)
+            weight = self.vit.patch_embed.weight
             if self.config.differences:
-                parts.append((clips[:, 1:] - clips[:, :-1]).flatten(1, 2))
-            tokens = self.vit(torch.cat(parts, dim=1))
+                weight = fold_differences(weight, k)
+            tokens = self.vit(clips.flatten(1, 2), weight)
             return tokens[:, 0] @ self.proj, tokens[:, 1:] @ self.proj
         # 2. late fusion: one ViT pass per frame, then a temporal transformer over frame CLS tokens
         tokens = self.vit(clips.flatten(0, 1)).unflatten(0, (b, k))  # (B, k, 1 + P, width)

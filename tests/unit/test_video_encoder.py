@@ -121,3 +121,19 @@ def test_inflated_tower_embeds_a_still_clip_like_the_image_tower(fusion):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="cannot inflate"):
         inflate_from_image_tower(VideoTower(VideoTowerConfig(width=64, heads=2)), image)
+
+
+def test_folded_patch_embedding_equals_the_convolution_over_frames_and_differences():
+    from course_lib.clip.video_encoder import fold_differences, patchify_linear
+
+    torch.manual_seed(0)
+    k, p = 4, 8
+    conv = torch.nn.Conv2d(3 * k + 3 * (k - 1), 16, kernel_size=p, stride=p, bias=False)
+    clips = torch.randn(2, k, 3, 32, 32)
+    stacked = torch.cat([clips.flatten(1, 2), (clips[:, 1:] - clips[:, :-1]).flatten(1, 2)], dim=1)
+    expected = conv(stacked).flatten(2).transpose(1, 2)  # (N, P, width), row-major patches
+    with torch.no_grad():
+        folded = patchify_linear(clips.flatten(1, 2), fold_differences(conv.weight, k))
+        plain = patchify_linear(stacked, conv.weight)
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
