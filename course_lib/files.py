@@ -124,9 +124,31 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA256 of a file, read in chunks so large files do not fill memory."""
+    """Hex SHA256 of a regular file, read in chunks so large files do not fill memory.
+
+    The file is opened without blocking and the *opened* file is checked, so a path that is (or
+    is swapped after a check for) a FIFO or a device never makes the hash wait forever.
+
+    Args:
+        path: the file.
+        chunk_bytes: bytes read at a time.
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        CheckpointError: ``path`` is not a regular file (message names it and what it is).
+        OSError: it cannot be opened or read.
+    """
+    import stat
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise CheckpointError(f"cannot hash {os.fsdecode(path)}: it is {kind}")
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -194,3 +194,17 @@ def test_folder_lock_optional_on_a_read_only_folder(tmp_path, monkeypatch):
         assert locked is False
     with pytest.raises(PermissionError), folder_lock(tmp_path):  # a writer: refused
         pass
+
+
+def test_hashing_a_fifo_is_refused_at_once(tmp_path):
+    import os
+
+    import pytest
+
+    from course_lib.errors import CheckpointError
+    from course_lib.files import sha256_file
+
+    fifo = tmp_path / "weights.safetensors"
+    os.mkfifo(fifo)  # nobody writes to it: a blocking open would wait forever
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: it is a FIFO"):
+        sha256_file(fifo)
