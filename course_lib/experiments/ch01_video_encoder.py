@@ -73,10 +73,10 @@ class VideoTrainingConfig:
             action and scene from clip and caption embeddings; 0 = contrastive only. The head is
             a training aid, not exported.
         pretrain_steps: the first steps train the video tower and the attribute head on the
-            clips' attribute loss alone (no text), so the tower sees actions before the contrastive phase starts
-            (the contrastive loss alone barely moves action features: the text tower starts with
-            near-identical action words, so it gives the video tower no reason to separate
-            them); these steps count in ``steps``.
+            clips' attribute loss alone (no text), so the tower sees actions before the
+            contrastive phase starts (the contrastive loss alone barely moves action features:
+            the text tower starts with near-identical action words, so it gives the video tower
+            no reason to separate them); these steps count in ``steps``.
         pretrain_groups: the attribute groups the pretraining loss covers (``("action",)``: the
             tower spends the whole phase on what a frame cannot show).
     """
@@ -240,6 +240,11 @@ def attribute_labels() -> tuple[tuple[str, str], ...]:
     return tuple((group, value) for group in ATTRIBUTE_GROUPS for value in values[group])
 
 
+def _group_columns(group: str) -> list[int]:
+    """Columns of the attribute head that belong to one group (e.g. the 11 actions)."""
+    return [i for i, (g, _) in enumerate(attribute_labels()) if g == group]
+
+
 def attribute_logits(model, embeddings: torch.Tensor) -> torch.Tensor:
     """The shared attribute head on unit embeddings of either tower: (B, D) -> (B, n_labels).
 
@@ -270,7 +275,7 @@ def _clip_attribute_loss(
     # 2. mean over each group's labels, summed over groups (11 actions weigh as much as 5 scenes)
     loss = logits.sum() * 0.0
     for group in groups:
-        columns = [i for i, (g, _) in enumerate(labels) if g == group]
+        columns = _group_columns(group)
         loss = loss + F.binary_cross_entropy_with_logits(logits[:, columns], target[:, columns])
     return loss
 
@@ -281,7 +286,7 @@ def _text_attribute_loss(logits: torch.Tensor, meanings: list[ClipMeaning]) -> t
     total = logits.sum() * 0.0
     for group in ATTRIBUTE_GROUPS:
         # 1. the group's columns and the captions naming one of its values
-        columns = [i for i, (g, _) in enumerate(labels) if g == group]
+        columns = _group_columns(group)
         values = [labels[i][1] for i in columns]
         rows = [r for r, m in enumerate(meanings) if getattr(m, group) is not None]
         if rows:
