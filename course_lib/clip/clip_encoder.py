@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ from course_lib.clip.encoder import ClipEncoder
 from course_lib.clip.video_encoder import FramePoolingTower, VideoTower
 from course_lib.errors import DataValidationError
 
+#: file name under ``data/`` of the committed video-text checkpoint (chapter 1)
+VIDEO_CHECKPOINT = "video_clip.safetensors"
 #: what :meth:`VideoClipEncoder.encode_clips` accepts: one array or a sequence of clips
 Clips = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -110,6 +113,29 @@ class VideoClipEncoder:
         )
         tower = base.model.visual
         return cls(base, tower, f"video-tower k={tower.config.frames} {tower.config.fusion}")
+
+    @classmethod
+    def committed(cls, path: str | os.PathLike | None = None, **kwargs) -> VideoClipEncoder:
+        """The committed toy-world video-text encoder of chapter 1 (SHA256-verified).
+
+        Args:
+            path: checkpoint file; default ``data/video_clip.safetensors``.
+            **kwargs: as :meth:`load`.
+
+        Raises:
+            CheckpointError: the file is missing (names the command that recreates it), or as
+                :meth:`load`.
+        """
+        from course_lib.env import data_dir
+        from course_lib.errors import CheckpointError
+
+        path = Path(path) if path is not None else data_dir() / VIDEO_CHECKPOINT
+        if not path.is_file():
+            raise CheckpointError(
+                f"video-text checkpoint {path} not found; recreate it with the command in "
+                f"data/README.md (`python scripts/train_video_encoder.py ... --export {path}`)"
+            )
+        return cls.load(path, **kwargs)
 
     @classmethod
     def frame_pooling(cls, clip_encoder: ClipEncoder, frames: int) -> VideoClipEncoder:
@@ -268,6 +294,30 @@ class VideoClipEncoder:
 
 
 # ----------------------------------------------------------------------------- validation
+#: names of the committed toy-world encoders, for command-line options
+COMMITTED_ENCODERS = ("video", "tiny")
+
+
+def committed_encoder(name: str, **kwargs) -> VideoClipEncoder | ClipEncoder:
+    """A committed toy-world encoder by name: ``"video"`` (chapter 1's video encoder, k frames
+    per clip, :meth:`VideoClipEncoder.committed`) or ``"tiny"`` (the frame CLIP,
+    :meth:`ClipEncoder.tiny`).
+
+    Args:
+        name: one of :data:`COMMITTED_ENCODERS`.
+        **kwargs: ``device``, ``batch_size``, ``progress``.
+
+    Raises:
+        ValueError: an unknown name.
+        CheckpointError: the checkpoint is missing or fails its checksum.
+    """
+    if name == "video":
+        return VideoClipEncoder.committed(**kwargs)
+    if name == "tiny":
+        return ClipEncoder.tiny(**kwargs)
+    raise ValueError(f"unknown committed encoder {name!r}; expected one of {COMMITTED_ENCODERS}")
+
+
 def validate_clips(clips: Clips, frames: int) -> torch.Tensor:
     """Check a batch of clips and return it as one ``(B, k, H, W, 3)`` tensor.
 

@@ -174,13 +174,13 @@ def group_clip_frames(
     wanted = clip_timestamps(duration, clip_len, frames_per_clip)[0].reshape(-1, frames_per_clip)
     # 2. k frame indices per clip, then one gather
     picks = [
-        _clip_frame_indices(i, np.flatnonzero(index == i), times, wanted[i], clip_len)
+        clip_frame_indices(i, np.flatnonzero(index == i), times, wanted[i], clip_len)
         for i in range(len(wanted))
     ]
     return np.asarray(frames)[np.stack(picks)]
 
 
-def _clip_frame_indices(
+def clip_frame_indices(
     clip: int, available: np.ndarray, times: np.ndarray, wanted: np.ndarray, clip_len: float
 ) -> np.ndarray:
     """k frame indices of one clip: its frames in time order, else the nearest to each time."""

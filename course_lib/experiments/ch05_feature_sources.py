@@ -92,7 +92,7 @@ def toy_feature_sources(
     encoder,
     records: Sequence[dict],
     cache_root: str | os.PathLike | None = None,
-    frames_per_clip: int = 1,
+    frames_per_clip: int | None = None,
 ) -> tuple[VideoSource, QuerySource]:
     """Tiny-CLIP (or any :class:`course_lib.clip.ClipEncoder`) features for toy-world records.
 
@@ -104,7 +104,9 @@ def toy_feature_sources(
         encoder: a ClipEncoder (``encode_text_tokens``, ``identity``).
         records: the moment records whose queries will be asked for.
         cache_root: base directory of the video feature cache (default ``cache_dir``).
-        frames_per_clip: frames averaged per 2-s clip.
+        frames_per_clip: frames sampled per 2-s clip; default 1 for a frame encoder (one
+            frame per clip) and k for a clip encoder such as
+            :class:`course_lib.clip.clip_encoder.VideoClipEncoder`.
 
     Returns:
         ``(video_source, query_source)``: ``vid -> (T, D)``, ``qid -> (L_real, D)`` float32.

@@ -1,7 +1,11 @@
 """Command line of the moment search engine.
 
-    python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder tiny|ViT-B-32] [--fps 0.5]
+    python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder tiny|video|ViT-B-32] [--fps 0.5]
     python -m course_lib.search query INDEX_DIR "a red circle moves left" [MORE QUERIES] -k 5 [--json]
+
+``--encoder`` is ``tiny`` (the committed tiny CLIP, a frame encoder; the default), ``video`` (the
+committed video-text encoder ``data/video_clip.safetensors``, which embeds each 2-s clip from its
+k frames and samples k frames per clip, so ``--fps`` does not apply to it) or an open_clip name.
 
 ``index`` is resumable (re-run it after a crash or Ctrl-C: finished videos are skipped). Every
 file that cannot be indexed (unreadable or not a video, a FIFO, a dangling link or a link loop, a
@@ -64,10 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     idx.add_argument(
         "--encoder",
         default="tiny",
-        help="'tiny' (offline default) or an open_clip name, e.g. ViT-B-32",
+        help="'tiny' (committed tiny CLIP, offline default), 'video' (committed video-text "
+        "clip encoder, k frames per 2-s clip) or an open_clip name, e.g. ViT-B-32",
     )
     idx.add_argument("--pretrained", default="openai", help="pretrained tag or weights file")
-    idx.add_argument("--fps", type=float, default=0.5, help="frames sampled per second (>= 0.5)")
+    idx.add_argument(
+        "--fps",
+        type=float,
+        default=0.5,
+        help="frames sampled per second (>= 0.5; --encoder video samples its own k per clip)",
+    )
     idx.add_argument("--batch-size", type=positive_int, default=64, help="frames per encoder pass")
     idx.add_argument("--index-kind", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"))
     idx.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
@@ -92,11 +102,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _encoder(name: str, pretrained: str, device: str | None):
-    """The tiny CLIP or an open_clip pretrained model (OfflineError when offline)."""
-    from course_lib.clip import ClipEncoder
+    """The encoder ``--encoder`` names.
 
-    if name == "tiny":
-        return ClipEncoder.tiny(device=device, progress=False)
+    Args:
+        name: ``tiny`` (committed tiny CLIP), ``video`` (committed video-text clip encoder) or
+            an open_clip model name.
+        pretrained: open_clip pretrained tag or weights file (open_clip names only).
+        device: torch device, None for automatic.
+
+    Returns:
+        A ``ClipEncoder`` or, for ``video``, a ``VideoClipEncoder``.
+
+    Raises:
+        OfflineError: pretrained weights that cannot be downloaded.
+        CheckpointError: a committed checkpoint is missing or fails its hash check.
+    """
+    from course_lib.clip import ClipEncoder
+    from course_lib.search.build import encoder_from_spec
+
+    if name in ("tiny", "video"):  # the committed checkpoints, as a manifest names them
+        return encoder_from_spec(name, device=device, progress=False)
     return ClipEncoder.pretrained(name, pretrained, device=device, progress=False)
 
 

@@ -9,6 +9,12 @@ toy-world ids, or a toy-world corpus dict. Each video is processed on its own:
 2. **encode** each full batch with the CLIP image encoder (``encode_frames``);
 3. **pool** the frame features into 2-s clip features (masked mean, L2-normalised;
    :func:`course_lib.clip.pool_clip_features`) and keep one small thumbnail per clip;
+
+   with a clip encoder (:class:`~course_lib.clip.clip_encoder.VideoClipEncoder`, k frames per
+   clip) steps 1-3 instead stream k frames per clip at the times
+   :class:`~course_lib.clip.features.FeatureCache` samples (``fps = k / clip_len``), group each
+   clip's frames to exactly k as :func:`~course_lib.clip.features.group_clip_frames` does, and
+   encode batches of clips (``encode_clips``): the features are FeatureCache's for that file;
 4. **store** ``thumbs/<key>.npz`` then ``features/<key>.npz`` (fp16, moment_detr layout), both
    written atomically (temporary file + rename), and finally record the video in
    ``manifest.json`` (also atomic).
@@ -331,49 +337,259 @@ def extract_video(
 ) -> VideoFeatures:
     """Stream, encode in batches and pool one video into clip features (memory: one batch).
 
+    A frame encoder gets the frames sampled at ``fps`` (mean of each clip's frame features); a
+    clip encoder gets each clip's k frames sampled as
+    :class:`~course_lib.clip.features.FeatureCache` samples them (``fps`` is then ignored:
+    :func:`clip_encoder_fps`), so the features equal ``FeatureCache(encoder).get(path)``.
+
+    Args:
+        item: the video.
+        encoder: a :class:`~course_lib.clip.encoder.ClipEncoder` (frames) or a
+            :class:`~course_lib.clip.clip_encoder.VideoClipEncoder` (clips of k frames).
+        fps: frame encoder: frames sampled per second.
+        batch_size: frames per encoder pass (a clip encoder gets ``batch_size // k`` clips,
+            at least one).
+        thumb_side: longer side of the per-clip thumbnails (pixels).
+        clip_len: clip length in seconds.
+        max_side: files: downscale decoded frames so their longer side is at most this.
+        timeout_s: files: give up decoding after this many seconds.
+
+    Returns:
+        The video's :class:`VideoFeatures`.
+
     Raises:
-        VideoReadError: the file cannot be opened or decoded (message names it).
+        VideoReadError: the file cannot be opened or decoded, gives no frames, or (clip encoder)
+            has no known duration or a clip without frames (message names it).
+    """
+    name = item.path or item.vid
+    with _reading(name):
+        probed = _probe_duration(item)  # fails fast on non-videos
+    k = clip_frames(encoder)
+    # 1. stream the sampled frames (a clip encoder's k per clip at FeatureCache's times)
+    rate = fps if k is None else clip_encoder_fps(k, clip_len)
+    frames = _checked(iter_sampled_frames(item, rate, max_side, timeout_s), name)
+    # 2. encode them in batches: frames pooled per clip, or clips of k frames
+    if k is None:
+        feats, thumbs, n_frames = _encode_frame_stream(
+            frames, encoder, batch_size, thumb_side, clip_len, name
+        )
+    else:
+        feats, thumbs, n_frames = _encode_clip_stream(
+            frames, encoder, probed, batch_size, thumb_side, clip_len, name
+        )
+    # 3. one thumbnail per clip, and the duration the clips cover
+    return _video_features(feats, thumbs, n_frames, probed, clip_len)
+
+
+def clip_frames(encoder) -> int | None:
+    """Frames per clip k of a clip encoder (``VideoClipEncoder``); None for a frame encoder."""
+    from course_lib.clip.clip_encoder import VideoClipEncoder
+
+    return int(encoder.frames_per_clip) if isinstance(encoder, VideoClipEncoder) else None
+
+
+def clip_encoder_fps(frames_per_clip: int, clip_len: float = CLIP_LEN) -> float:
+    """Sampling rate of a clip encoder: k frames per clip, as FeatureCache's frame source reads."""
+    return frames_per_clip / clip_len
+
+
+class _Batches:
+    """Arrays collected into batches and encoded batch by batch (one batch in memory).
+
+    Args:
+        encode: ``encoder.encode_frames`` or ``encoder.encode_clips``: stacked batch -> (B, D).
+        size: arrays per batch.
+        name: the video, for the message when nothing was encoded.
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], Any], size: int, name: str) -> None:
+        self._encode, self._size, self._name = encode, max(1, int(size)), name
+        self._batch: list[np.ndarray] = []
+        self._outputs: list[np.ndarray] = []
+
+    def add(self, item: np.ndarray) -> None:
+        """Queue one array; encode the batch once it is full."""
+        self._batch.append(item)
+        if len(self._batch) >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Encode the queued arrays, keep only their float32 (B, D) features."""
+        if self._batch:
+            features = self._encode(np.stack(self._batch)).numpy().astype(np.float32)
+            self._outputs.append(features)
+            self._batch.clear()
+
+    def result(self) -> np.ndarray:
+        """All features in input order, (N, D).
+
+        Raises:
+            VideoReadError: nothing was added (no frames sampled).
+        """
+        self.flush()
+        if not self._outputs:
+            raise VideoReadError(f"no frames sampled from {self._name}")
+        return np.concatenate(self._outputs)
+
+
+def _encode_frame_stream(
+    frames: Iterable[tuple[float, np.ndarray]],
+    encoder,
+    batch_size: int,
+    thumb_side: int,
+    clip_len: float,
+    name: str,
+) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+    """Frame encoder: encode frames in batches, pool them per clip (masked mean).
+
+    Args:
+        frames: ``(t, frame)`` in time order.
+        encoder: the frame encoder (``encode_frames``).
+        batch_size: frames per encoder pass.
+        thumb_side: thumbnail side.
+        clip_len: clip length in seconds.
+        name: the video, for messages.
+
+    Returns:
+        ``(features (T, D), {clip: thumbnail of its first frame}, frames sampled)``.
+
+    Raises:
+        VideoReadError: no frames.
     """
     import torch
 
     from course_lib.clip.features import pool_clip_features
 
-    name = item.path or item.vid
-    with _reading(name):
-        probed = _probe_duration(item)  # fails fast on non-videos
-    batch: list[np.ndarray] = []
-    feats: list[np.ndarray] = []
+    batches = _Batches(encoder.encode_frames, batch_size, name)
     clip_ids: list[int] = []
     thumbs: dict[int, np.ndarray] = {}
-
-    def flush() -> None:
-        # 2. encode one batch of frames, keep only their (B, D) features
-        feats.append(encoder.encode_frames(np.stack(batch)).numpy().astype(np.float32))
-        batch.clear()
-
-    # 1. stream frames; remember each clip's first frame as its thumbnail
-    for t, frame in _checked(iter_sampled_frames(item, fps, max_side, timeout_s), name):
+    # 1. each frame's clip; each clip's first frame is its thumbnail
+    for t, frame in frames:
         clip = int(math.floor(t / clip_len + _EPS))
         thumbs.setdefault(clip, make_thumbnail(frame, thumb_side))
-        batch.append(frame)
+        batches.add(frame)
         clip_ids.append(clip)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
-    if not clip_ids:
-        raise VideoReadError(f"no frames sampled from {item.path or item.vid}")
-    # 3. pool frames into clips; a clip without frames repeats its predecessor's thumbnail
+    # 2. pool the frame features into clips
+    frame_feats = torch.from_numpy(batches.result())
     n_clips = max(clip_ids) + 1
-    pooled = pool_clip_features(
-        torch.from_numpy(np.concatenate(feats)), torch.as_tensor(clip_ids), n_clips=n_clips
-    ).numpy()
+    pooled = pool_clip_features(frame_feats, torch.as_tensor(clip_ids), n_clips=n_clips)
+    return pooled.numpy(), thumbs, len(clip_ids)
+
+
+def _encode_clip_stream(
+    frames: Iterable[tuple[float, np.ndarray]],
+    encoder,
+    duration: float,
+    batch_size: int,
+    thumb_side: int,
+    clip_len: float,
+    name: str,
+) -> tuple[np.ndarray, dict[int, np.ndarray], int]:
+    """Clip encoder: group the stream into clips of exactly k frames, encode clips in batches.
+
+    Frames are assigned to clips and padded to k per clip exactly as
+    :func:`~course_lib.clip.features.group_clip_frames` does for the whole video; only one
+    clip's frames and one batch of clips are in memory. Clips after the last decoded frame
+    (a truncated file) are left out, as the frame path leaves them out.
+
+    Args:
+        frames: ``(t, frame)`` in time order, sampled at :func:`clip_encoder_fps`.
+        encoder: the clip encoder (``frames_per_clip``, ``encode_clips``).
+        duration: the header duration in seconds (the clips' sampling times depend on it).
+        batch_size: frames per encoder pass (``batch_size // k`` clips, at least one).
+        thumb_side: thumbnail side.
+        clip_len: clip length in seconds.
+        name: the video, for messages.
+
+    Returns:
+        ``(features (T, D), {clip: thumbnail of its first frame}, frames sampled)``.
+
+    Raises:
+        VideoReadError: unknown duration, no frames, or a clip without frames.
+    """
+    from course_lib.clip.frames import clip_timestamps
+
+    k = encoder.frames_per_clip
+    if not duration > 0:
+        raise VideoReadError(
+            f"the duration of {printable(name)} is unknown (not in its header); a clip encoder "
+            f"needs it to place each clip's {k} frames"
+        )
+    # 1. the k times FeatureCache samples each clip at
+    wanted = clip_timestamps(duration, clip_len, k)[0].reshape(-1, k)
+    batches = _Batches(encoder.encode_clips, batch_size // k, name)
+    thumbs: dict[int, np.ndarray] = {}
+    n_frames = 0
+    # 2. per clip: its thumbnail, its k frames queued for the encoder
+    for clip, group, times in _frames_by_clip(frames, duration, clip_len):
+        picks = _pick_clip_frames(clip, times, wanted[clip], clip_len, name)
+        thumbs[clip] = make_thumbnail(group[0], thumb_side)
+        batches.add(np.stack([group[i] for i in picks]))
+        n_frames += len(group)
+    return batches.result(), thumbs, n_frames
+
+
+def _frames_by_clip(
+    frames: Iterable[tuple[float, np.ndarray]], duration: float, clip_len: float
+) -> Iterator[tuple[int, list[np.ndarray], np.ndarray]]:
+    """Group a time-ordered frame stream by clip, one clip in memory.
+
+    Frames go to the clip :func:`~course_lib.clip.features.assign_clips` gives them. Every clip
+    from 0 to the last one with frames is yielded, a clip that got none with an empty group.
+
+    Yields:
+        ``(clip, frames, times float64 (n,))`` in clip order.
+    """
+    from course_lib.clip.features import assign_clips
+
+    current, group, times = 0, [], []
+    for t, frame in frames:
+        clip = int(assign_clips(np.array([t]), duration, clip_len)[0])
+        # finish the clips before this frame's (empty ones included)
+        while current < clip:
+            yield current, group, np.asarray(times, dtype=np.float64)
+            current, group, times = current + 1, [], []
+        group.append(frame)
+        times.append(t)
+    if group:
+        yield current, group, np.asarray(times, dtype=np.float64)
+
+
+def _pick_clip_frames(
+    clip: int, times: np.ndarray, wanted: np.ndarray, clip_len: float, name: str
+) -> np.ndarray:
+    """Indices of one clip's k frames (:func:`~course_lib.clip.features.clip_frame_indices`).
+
+    Raises:
+        VideoReadError: the clip has no frames (names the video and the clip's time span).
+    """
+    from course_lib.clip.features import clip_frame_indices
+
+    try:
+        return clip_frame_indices(clip, np.arange(len(times)), times, wanted, clip_len)
+    except DataValidationError as exc:
+        raise VideoReadError(f"cannot index {printable(name)}: {exc}") from None
+
+
+def _video_features(
+    feats: np.ndarray,
+    thumbs: Mapping[int, np.ndarray],
+    n_frames: int,
+    probed: float,
+    clip_len: float,
+) -> VideoFeatures:
+    """:class:`VideoFeatures` from clip features and thumbnails.
+
+    A clip without a thumbnail repeats its predecessor's; the duration is the header's, at most
+    the clips' span (the clips' span when the header has none).
+    """
+    n_clips = len(feats)
     strip, last = [], thumbs[min(thumbs)]
     for c in range(n_clips):
         last = thumbs.get(c, last)
         strip.append(last)
     duration = n_clips * clip_len if probed <= 0 else min(probed, n_clips * clip_len)
-    return VideoFeatures(pooled, np.stack(strip), float(duration), len(clip_ids))
+    return VideoFeatures(feats, np.stack(strip), float(duration), n_frames)
 
 
 @contextlib.contextmanager
@@ -399,34 +615,77 @@ def _checked(frames: Iterator[tuple[float, np.ndarray]], name: str) -> Iterator:
 
 # ----------------------------------------------------------------------------- manifest
 def encoder_spec(encoder) -> str | None:
-    """How to recreate an encoder from the manifest: ``"tiny"``, ``"NAME:TAG"`` or None.
+    """How to recreate an encoder from the manifest: ``"tiny"``, ``"video"``, ``"NAME:TAG"`` or None.
 
     ``"tiny"`` means the committed checkpoint ``data/tiny_clip.safetensors``: the encoder's
-    weights hash equals the hash in that checkpoint's manifest.
+    weights hash equals the hash in that checkpoint's manifest. ``"video"`` means the committed
+    video-text checkpoint ``data/video_clip.safetensors`` (a clip encoder whose weights hash is
+    the one in ``data/video_clip.sha256``); any other clip encoder (e.g. frame pooling over the
+    tiny CLIP) gets None, since its name alone would recreate a frame encoder.
+
+    Args:
+        encoder: a frame or clip encoder.
+
+    Returns:
+        The spec :func:`encoder_from_spec` reads, or None when the caller must pass the encoder.
     """
-    if str(encoder.weights_id) == committed_tiny_hash():
+    weights = str(encoder.weights_id)
+    # 1. a clip encoder: only the committed video-text checkpoint has a name
+    if clip_frames(encoder) is not None:
+        return "video" if weights == committed_video_hash() else None
+    # 2. a frame encoder: the committed tiny CLIP, or open_clip pretrained weights by tag
+    if weights == committed_tiny_hash():
         return "tiny"
-    if str(encoder.weights_id).startswith("random") or len(str(encoder.weights_id)) == 64:
+    if weights.startswith("random") or len(weights) == 64:
         return None  # random weights or a local weights file: the caller must pass it
     return f"{encoder.name}:{encoder.weights_id}"
 
 
 def committed_tiny_hash() -> str | None:
     """SHA256 of the committed tiny CLIP from its manifest (None when the file is absent)."""
-    from course_lib.clip.checkpoint import manifest_path, read_manifest
     from course_lib.clip.encoder import TINY_CHECKPOINT
+
+    return _committed_hash(TINY_CHECKPOINT)
+
+
+def committed_video_hash() -> str | None:
+    """SHA256 of the committed video-text encoder from ``data/video_clip.sha256`` (None if absent)."""
+    from course_lib.clip.clip_encoder import VIDEO_CHECKPOINT
+
+    return _committed_hash(VIDEO_CHECKPOINT)
+
+
+def _committed_hash(file_name: str) -> str | None:
+    """SHA256 recorded in the manifest of checkpoint ``data/<file_name>`` (None when absent)."""
+    from course_lib.clip.checkpoint import manifest_path, read_manifest
     from course_lib.env import data_dir
 
-    checkpoint = data_dir() / TINY_CHECKPOINT
+    checkpoint = data_dir() / file_name
     return read_manifest(checkpoint) if manifest_path(checkpoint).is_file() else None
 
 
 def encoder_from_spec(spec: str, **kwargs):
-    """Recreate an encoder from :func:`encoder_spec`'s string (may raise OfflineError)."""
+    """Recreate an encoder from :func:`encoder_spec`'s string.
+
+    Args:
+        spec: ``"tiny"``, ``"video"`` or ``"NAME:TAG"``.
+        **kwargs: ``device``, ``batch_size``, ``progress``.
+
+    Returns:
+        ``ClipEncoder.tiny``, ``VideoClipEncoder.committed`` or ``ClipEncoder.pretrained``.
+
+    Raises:
+        OfflineError: pretrained weights that cannot be downloaded.
+        CheckpointError: a committed checkpoint is missing or fails its hash check.
+    """
     from course_lib.clip import ClipEncoder
 
     if spec == "tiny":
         return ClipEncoder.tiny(**kwargs)
+    if spec == "video":
+        from course_lib.clip.clip_encoder import VideoClipEncoder
+
+        return VideoClipEncoder.committed(**kwargs)
     name, _, weights = spec.partition(":")
     return ClipEncoder.pretrained(name, weights or "openai", **kwargs)
 
@@ -468,7 +727,8 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
     """Refuse a manifest whose fields the readers could not use (a missing ``encoder`` ...).
 
     Checks the JSON type of every field the library reads: ``encoder`` (a string ``identity``,
-    a string or null ``spec``), the sampling ``settings`` (numbers), ``videos`` (entries with a
+    a string or null ``spec``), the sampling ``settings`` (numbers; ``frames_per_clip``, only
+    recorded for a clip encoder, an integer), ``videos`` (entries with a
     string ``key``), ``skipped``, and, where present, ``roots``, ``source_root`` and the
     ``index`` record.
 
@@ -499,7 +759,9 @@ _MANIFEST_FIELDS = {
     "index?": (dict, type(None)),
 }
 _ENCODER_FIELDS = {"identity": str, "spec?": (str, type(None))}
-_SETTINGS_FIELDS = dict.fromkeys(("clip_len", "fps", "thumb_side", "max_side"), (int, float))
+_SETTINGS_FIELDS = dict.fromkeys(("clip_len", "fps", "thumb_side", "max_side"), (int, float)) | {
+    "frames_per_clip?": int  # clip encoders only
+}
 _VIDEO_FIELDS = {"key": str, "path?": (str, type(None))}
 _ROOT_FIELDS = {"tag": str, "path": str}
 _INDEX_FIELDS = {"file?": str, "vids?": list, "config?": dict, "sha256?": dict}
@@ -680,16 +942,32 @@ def root_tag(root: Path, roots: Sequence[Root]) -> str:
 def check_compatible(manifest: dict, encoder, settings: dict | None, where: Path) -> None:
     """Refuse an encoder (or sampling settings) other than the ones the folder was built with.
 
+    The encoder must have the folder's identity and its kind: a frame encoder for a folder whose
+    settings record no ``frames_per_clip``, a clip encoder reading that many frames per clip
+    otherwise. ``settings`` (when given) must equal the folder's on every key it has; the
+    settings of a clip encoder include ``frames_per_clip``.
+
+    Args:
+        manifest: the folder's manifest.
+        encoder: the encoder that is to add or search videos.
+        settings: the sampling settings of a build, or None (searching only).
+        where: the index folder, for the message.
+
     Raises:
-        IndexMismatchError: names both encoders / settings and what to do.
+        IndexMismatchError: names both encoders (and their kinds) or both settings, and what to
+            do.
     """
     built = manifest["encoder"]["identity"]
-    if encoder.identity != built:
+    built_k, given_k = manifest["settings"].get("frames_per_clip"), clip_frames(encoder)
+    # 1. the same encoder, reading as many frames per clip
+    if encoder.identity != built or given_k != built_k:
         raise IndexMismatchError(
-            f"index {where} was built with encoder {built!r}, but encoder {encoder.identity!r} "
-            "was given: its features live in another space. Use the same encoder, or rebuild "
-            "into a new folder (python -m course_lib.search index VIDEO_DIR --out NEW_DIR)."
+            f"index {where} was built with encoder {built!r} ({_encoder_kind(built_k)}), but "
+            f"encoder {encoder.identity!r} ({_encoder_kind(given_k)}) was given: its features "
+            "live in another space. Use the same encoder, or rebuild into a new folder "
+            "(python -m course_lib.search index VIDEO_DIR --out NEW_DIR)."
         )
+    # 2. the same sampling settings
     if settings is not None:
         old = {k: manifest["settings"].get(k) for k in settings}
         if old != settings:
@@ -697,6 +975,13 @@ def check_compatible(manifest: dict, encoder, settings: dict | None, where: Path
                 f"index {where} was built with sampling settings {manifest['settings']}, "
                 f"not {settings}; rebuild into a new folder"
             )
+
+
+def _encoder_kind(frames_per_clip: int | None) -> str:
+    """An encoder's kind in words: a frame encoder, or a clip encoder of k frames per clip."""
+    if frames_per_clip is None:
+        return "a frame encoder"
+    return f"a clip encoder, {frames_per_clip} frames per clip"
 
 
 def _stamp(st: os.stat_result | None) -> dict:
@@ -811,11 +1096,12 @@ def extract_all(
 
     Args:
         items: videos to process (finished ones are skipped).
-        encoder: the CLIP encoder (its identity must match the manifest).
+        encoder: the frame or clip encoder (its identity must match the manifest).
         out_dir: the index folder.
         manifest: the folder's manifest; replaced in place by the newest one on disk after
             every record (records are merged under the folder's lock: :func:`update_manifest`).
-        batch_size: frames per encoder forward pass (bounds memory).
+        batch_size: frames per encoder forward pass (bounds memory; a clip encoder gets
+            ``batch_size // k`` clips per pass).
         progress: show a tqdm bar.
         summary: a summary to fill (default: a new one).
         lock_timeout: seconds to wait for another process's lock on the folder.

@@ -20,6 +20,10 @@ Index folder layout::
     out_dir/index.lock               the folder's lock (holds the pid of the process writing)
 
 A folder built with one encoder refuses to be searched with another (:class:`IndexMismatchError`).
+The encoder is a frame encoder (:class:`~course_lib.clip.encoder.ClipEncoder`, e.g. the committed
+tiny CLIP, the default) or a clip encoder (:class:`~course_lib.clip.clip_encoder.VideoClipEncoder`,
+e.g. ``VideoClipEncoder.committed()``, recorded as ``"video"``), which embeds each 2-s clip from
+its k frames; queries are embedded with ``encoder.encode_text`` either way.
 
 Several processes may use one folder at once. Writers (``build``, ``add``) merge their videos into
 the manifest under the folder's lock, and write the segment index and its manifest record under
@@ -70,6 +74,8 @@ from course_lib.search.build import (
     NothingIndexedError,
     VideoItem,
     check_compatible,
+    clip_encoder_fps,
+    clip_frames,
     discover_videos,
     encoder_from_spec,
     extract_all,
@@ -111,7 +117,7 @@ class MomentSearch:
 
     Args:
         out_dir: the index folder.
-        encoder: CLIP encoder (same identity as the folder's manifest).
+        encoder: frame or clip encoder (same identity as the folder's manifest).
         index: the segment index.
         manifest: the folder's manifest.
         localiser: stage-2 moment localiser (default :class:`BaselineLocaliser`).
@@ -175,11 +181,15 @@ class MomentSearch:
         Args:
             source: folder of video files, list of files / toy-world ids, or a toy corpus dict.
             out_dir: index folder (created; an existing one is resumed).
-            encoder: CLIP encoder; default the committed tiny CLIP.
+            encoder: frame encoder (``ClipEncoder``) or clip encoder (``VideoClipEncoder``);
+                default the committed tiny CLIP.
             localiser: stage-2 localiser; default the training-free baseline.
             index_config: faiss index settings; default exact (flat), 4-s segments.
-            fps: frames sampled per second (>= one per 2-s clip).
-            batch_size: frames per encoder pass (bounds memory).
+            fps: frame encoder: frames sampled per second (>= one per 2-s clip). A clip encoder
+                samples its k frames per clip (``k / 2`` per second) instead: the default is
+                replaced, any other value refused.
+            batch_size: frames per encoder pass (bounds memory; a clip encoder gets
+                ``batch_size // k`` clips per pass).
             thumb_side: longer side of the stored per-clip thumbnails (pixels).
             progress: tqdm progress bar.
             lock_timeout: seconds to wait for another process's lock on ``out_dir``.
@@ -189,17 +199,17 @@ class MomentSearch:
             The engine; ``engine.summary`` lists computed, reused and skipped videos.
 
         Raises:
+            ValueError: ``fps`` below one frame per clip, or (clip encoder) another rate than
+                its k frames per clip.
             IndexMismatchError: ``out_dir`` holds an index of another encoder / settings.
             NothingIndexedError: no video of the source could be read.
             LockTimeoutError: another process held the folder's lock too long.
         """
         from course_lib.clip import ClipEncoder
 
-        if not fps * CLIP_LEN >= 1.0 - 1e-9:
-            raise ValueError(f"fps must be at least one frame per {CLIP_LEN:g}-s clip, got {fps}")
         encoder = encoder if encoder is not None else ClipEncoder.tiny(progress=False)
         out_dir = Path(out_dir)
-        settings = _settings(encoder, fps, thumb_side)
+        settings = _settings(encoder, _sampling_fps(encoder, fps), thumb_side)
         manifest = _open_manifest(out_dir, encoder, settings, source_root(source), lock_timeout)
         items, ignored, _ = discover_videos(source, roots=manifest_roots(manifest))
         remove_stray_temporaries(out_dir)
@@ -235,7 +245,8 @@ class MomentSearch:
 
         Args:
             out_dir: the index folder.
-            encoder: the CLIP encoder; default: recreated from the manifest (tiny or pretrained).
+            encoder: the frame or clip encoder; default: recreated from the manifest (tiny,
+                video or pretrained).
             localiser: stage-2 localiser; default the training-free baseline.
             lock_timeout: seconds to wait while another process writes the folder.
 
@@ -245,6 +256,7 @@ class MomentSearch:
                 mistyped field; names the file and field).
             IndexMismatchError: ``encoder`` is not the one the index was built with.
             OfflineError: the manifest names pretrained weights that cannot be downloaded.
+            CheckpointError: the manifest names a committed checkpoint that is missing.
             LockTimeoutError: another process held the folder's lock too long.
         """
         out_dir = Path(out_dir)
@@ -520,13 +532,55 @@ def audit_index(
 
 # ----------------------------------------------------------------------------- helpers
 def _settings(encoder, fps: float, thumb_side: int) -> dict:
-    """Sampling settings stored in (and checked against) the manifest."""
-    return {
+    """Sampling settings stored in (and checked against) the manifest.
+
+    Args:
+        encoder: the frame or clip encoder.
+        fps: frames sampled per second (:func:`_sampling_fps`).
+        thumb_side: longer side of the per-clip thumbnails.
+
+    Returns:
+        ``clip_len``, ``fps``, ``thumb_side``, ``max_side``, and for a clip encoder its
+        ``frames_per_clip``.
+    """
+    settings = {
         "clip_len": float(CLIP_LEN),
         "fps": float(fps),
         "thumb_side": int(thumb_side),
         "max_side": max(256, 2 * int(encoder.image_size)),
     }
+    k = clip_frames(encoder)
+    if k is not None:  # a clip encoder: its k is part of what the features mean
+        settings["frames_per_clip"] = k
+    return settings
+
+
+def _sampling_fps(encoder, fps: float) -> float:
+    """Frames sampled per second: ``fps`` for a frame encoder, k per clip for a clip encoder.
+
+    Args:
+        encoder: the frame or clip encoder.
+        fps: the rate asked for (:data:`DEFAULT_FPS` when the caller gave none).
+
+    Returns:
+        The rate extraction uses.
+
+    Raises:
+        ValueError: ``fps`` below one frame per clip; or a clip encoder and a rate other than
+            the default and its own ``k / clip_len``.
+    """
+    k = clip_frames(encoder)
+    if k is None:
+        if not fps * CLIP_LEN >= 1.0 - 1e-9:
+            raise ValueError(f"fps must be at least one frame per {CLIP_LEN:g}-s clip, got {fps}")
+        return float(fps)
+    own = clip_encoder_fps(k, CLIP_LEN)
+    if fps not in (DEFAULT_FPS, own):
+        raise ValueError(
+            f"fps={fps:g} but the clip encoder reads k = {k} frames per {CLIP_LEN:g}-s clip, "
+            f"i.e. {own:g} frames per second; leave fps out (or pass {own:g})"
+        )
+    return own
 
 
 def _check_top_k_videos(top_k_videos: int) -> None:
