@@ -1,7 +1,8 @@
 """Corpus moment retrieval on the toy corpus (chapter 6): segment-only vs two-stage vs exhaustive.
 
-On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with tiny-CLIP clip features
-(cached through :class:`course_lib.clip.FeatureCache`), evaluates three pipelines
+On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with the clip features of chapter
+1's video encoder (``--encoder tiny``: the frame CLIP; cached through
+:class:`course_lib.clip.FeatureCache`), evaluates three pipelines
 (:mod:`course_lib.experiments.ch06_corpus_eval`):
 
 * segment-only: SPR without refinement (top segments merged into proposals);
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("refine", "baseline", "coreba"),
         default="refine",
         help="stage 2: training-free refine/baseline, or coreba = the committed chapter-5 model "
-        "(data/coreba_toy, trained on features of the same tiny CLIP)",
+        "(data/coreba_toy, trained on features of the same encoder)",
     )
     p.add_argument(
         "--pipelines",
@@ -60,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["segment_only", "two_stage", "exhaustive", "chance"],
         choices=["segment_only", "two_stage", "exhaustive", "chance"],
         help="pipelines to run (exhaustive with coreba runs the model on every video: hours)",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=("video", "tiny"),
+        default="video",
+        help="clip features of chapter 1's video encoder (4 frames per clip) or the frame CLIP",
     )
     p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw"), default="flat")
     p.add_argument("--seed", type=int, default=0, help="corpus and query-subsample seed")
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from course_lib import toyworld
-    from course_lib.clip import ClipEncoder, FeatureCache
+    from course_lib.clip import FeatureCache
+    from course_lib.clip.clip_encoder import committed_encoder
     from course_lib.experiments import ch06_corpus_eval as ev
     from course_lib.files import atomic_write
 
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(1)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
           "torch and faiss set to 1 thread")  # fmt: skip
-    encoder = ClipEncoder.tiny(progress=False, device="cpu")
+    encoder = committed_encoder(args.encoder, progress=False, device="cpu")
     cache = FeatureCache(encoder, root=args.cache)
     print(f"encoder {encoder.identity}; feature cache {cache.directory}")
 

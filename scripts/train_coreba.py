@@ -3,11 +3,13 @@
 Three modes (run from the repository root; every run is seeded and uses one torch thread unless
 ``--threads`` says otherwise, so re-running gives the same numbers on the same machine):
 
-* default: extract tiny-CLIP features for the train / val / test toy splits (cached on disk),
-  train the full model (REC_3, 7 balance tokens) selecting the epoch on val, save it as
-  ``data/coreba_toy.safetensors`` + ``data/coreba_toy.json`` (configs, val/test metrics, the
-  baseline's test metrics and the tiny-CLIP identity the features came from), and print the
-  brief test metrics of the model and of :func:`course_lib.baseline.baseline_submission`.
+* default: extract the clip features of the frame CLIP (``data/tiny_clip``, one frame per clip;
+  ``--encoder video``: chapter 1's video encoder, 4 frames per clip) and its query tokens for the
+  train / val / test toy splits (cached on disk), train the full model (REC_3, 7 balance tokens)
+  selecting the epoch on val, save it as ``data/coreba_toy.safetensors`` +
+  ``data/coreba_toy.json`` (configs, val/test metrics, the baseline's test metrics and the
+  identity of the encoder the features came from), and print the brief test metrics of the
+  model and of :func:`course_lib.baseline.baseline_submission`.
 
       python scripts/train_coreba.py
 
@@ -66,6 +68,7 @@ import numpy as np
 import torch
 
 from course_lib.alignment import ablation_config
+from course_lib.clip.clip_encoder import COMMITTED_ENCODERS, committed_encoder
 from course_lib.env import cache_dir, data_dir, pin_cpu_numerics
 from course_lib.experiments.ch05_coreba_toy import (
     ABLATION_CSV,
@@ -110,6 +113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "stream (course_lib.clip.motion; checkpoint data/coreba_toy_motion); or also CLIP's "
         "input word embeddings next to every query token (data/coreba_toy_words)",
     )
+    p.add_argument(
+        "--encoder",
+        choices=COMMITTED_ENCODERS,
+        default="tiny",
+        help="clip features and query tokens from the frame CLIP (data/tiny_clip, one frame per "
+        "clip; the committed checkpoints) or chapter 1's video encoder (data/video_clip, 4 "
+        "frames per clip; clip features only)",
+    )
     p.add_argument("--d", type=int, default=64, help="model width")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -138,30 +149,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "run N shards in parallel (one per core), then once without --shard to write the CSV",
     )
     p.add_argument("--progress", action="store_true", help="tqdm bars for every epoch")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.encoder != "tiny" and args.features != "clip":
+        p.error(f"--features {args.features} reads frames through the frame CLIP: use --encoder tiny")
+    return args
 
 
 def sizes_of(args: argparse.Namespace) -> dict:
     """The options that determine a run's result (stored with every output)."""
     keys = ("train_videos", "val_videos", "test_videos", "data_seed", "d", "epochs", "lr")
     sizes = {k: getattr(args, k) for k in keys} | {"batch_size": args.batch_size}
-    # plain-CLIP runs keep their old keys, so finished ablation runs are still found
-    return sizes if args.features == "clip" else sizes | {"features": args.features}
+    # plain tiny-CLIP runs keep their old keys, so finished ablation runs are still found
+    if args.features != "clip":
+        sizes |= {"features": args.features}
+    return sizes if args.encoder == "tiny" else sizes | {"encoder": args.encoder}
 
 
 def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
-    """Toy splits and their tiny-CLIP features (computed once, cached on disk)."""
-    from course_lib.clip import ClipEncoder
-
+    """Toy splits and the features of ``--encoder`` (computed once, cached on disk)."""
     splits = toy_splits(args.train_videos, args.val_videos, args.test_videos, args.data_seed)
     records = [rec for recs in splits.values() for rec in recs]
-    encoder = ClipEncoder.tiny(device="cpu", progress=False)
+    encoder = committed_encoder(args.encoder, device="cpu", progress=False)
     features = toy_features(encoder, records, args.features, cache_root=args.cache)
     seconds = features.warm(records)
     counts = ", ".join(f"{k} {len(v)} queries" for k, v in splits.items())
     print(
         f"{args.features} features (width {features.video(records[0]['vid']).shape[1]}): "
-        f"{counts}; {seconds:.0f} s (tiny CLIP {encoder.identity})",
+        f"{counts}; {seconds:.0f} s ({args.encoder} encoder {encoder.identity})",
         flush=True,
     )
     return splits, features
@@ -225,6 +239,7 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
         "baseline_test_metrics": base,
         "baseline_moving_view_test_metrics": base_summed,
         "clip_identity": features.identity,
+        "encoder": args.encoder,
         "video_features": features.kind,
         "motion_settings": getattr(features, "motion_settings", None),
         "sizes": sizes_of(args),

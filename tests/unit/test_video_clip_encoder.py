@@ -273,3 +273,42 @@ def test_frame_input_and_mismatched_towers_are_refused(video, tiny) -> None:
         VideoClipEncoder(tiny, VideoTower(VideoTowerConfig(frames=K, **SMALL)), "video-tower")
     with pytest.raises(ValueError, match="frames per clip must be >= 1"):
         VideoClipEncoder.frame_pooling(tiny, 0)
+
+
+# ----------------------------------------------------------------------------- real video
+def test_frame_pooling_over_the_real_clip_architecture_reads_an_mp4(tmp_path) -> None:
+    """ViT-B-32 (random weights: the pretrained model's architecture, nothing downloaded) plus
+    mean pooling gives unit 512-d clip features and 49 patch tokens per clip of a real file."""
+    from course_lib.video import write_video
+
+    # 1. a 4-s 8-fps mp4 at 96 px: two clips
+    frames = np.zeros((32, 96, 96, 3), dtype=np.uint8)
+    for t in range(32):
+        frames[t, 30:60, 2 * t : 2 * t + 20] = (40, 200, 90)
+    path = write_video(tmp_path / "real.mp4", frames, fps=8, crf=10)
+    # 2. the open_clip architecture of the real-video path, pooled over k = 4 frames
+    torch.manual_seed(0)
+    base = ClipEncoder.from_config("ViT-B-32", device="cpu", progress=False)
+    encoder = VideoClipEncoder.frame_pooling(base, K)
+    feats = FeatureCache(encoder, root=tmp_path / "cache").get(str(path))
+    assert feats.shape == (2, 512) and np.isfinite(feats).all()
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=2e-3)
+    # 3. the patch tokens UCoFiA reads: a 7 x 7 grid per clip at 224 px
+    decoded, _, _ = file_frame_source(2.0, K)(str(path))
+    emb, patches = encoder.encode_clip_tokens(decoded.reshape(2, K, *decoded.shape[1:]))
+    assert patches.shape == (2, 49, 512)
+    np.testing.assert_allclose(emb.numpy(), feats, atol=2e-3)
+    assert encoder.encode_text(["a green box moves right"]).shape == (1, 512)
+
+
+def test_committed_encoders_by_name(tmp_path) -> None:
+    from course_lib.clip.clip_encoder import committed_encoder
+    from course_lib.errors import CheckpointError
+
+    video = committed_encoder("video", device="cpu", progress=False)
+    assert isinstance(video, VideoClipEncoder) and video.frames_per_clip == K
+    assert isinstance(committed_encoder("tiny", device="cpu", progress=False), ClipEncoder)
+    with pytest.raises(ValueError, match="unknown committed encoder 'huge'"):
+        committed_encoder("huge")
+    with pytest.raises(CheckpointError, match="missing.safetensors not found"):
+        VideoClipEncoder.committed(tmp_path / "missing.safetensors")
