@@ -1,7 +1,7 @@
 """Corpus moment retrieval on the toy corpus (chapter 6): segment-only vs two-stage vs exhaustive.
 
-On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with the clip features of chapter
-1's video encoder (``--encoder tiny``: the frame CLIP; cached through
+On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with the clip features of the frame
+CLIP (``--encoder video``: chapter 1's video encoder; cached through
 :class:`course_lib.clip.FeatureCache`), evaluates three pipelines
 (:mod:`course_lib.experiments.ch06_corpus_eval`):
 
@@ -64,9 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--encoder",
-        choices=("video", "tiny"),
-        default="video",
-        help="clip features of chapter 1's video encoder (4 frames per clip) or the frame CLIP",
+        choices=("tiny", "video"),
+        default="tiny",
+        help="clip features of the frame CLIP (the committed results) or of chapter 1's video "
+        "encoder (4 frames per clip)",
     )
     p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw"), default="flat")
     p.add_argument("--seed", type=int, default=0, help="corpus and query-subsample seed")
