@@ -23,6 +23,7 @@ Timestamps are in seconds, relative to the first decoded frame.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from course_lib.datasets.safe_read import check_regular_file
+from course_lib.datasets.safe_read import check_regular_file, open_regular_file
 from course_lib.errors import VideoReadError
 from course_lib.files import atomic_path
 
@@ -87,23 +88,43 @@ def _check_exists(path: str | os.PathLike) -> Path:
     return p
 
 
-def _open_input(p: Path, timeout_s: float | None):
-    """Open ``p`` for reading with PyAV; map every FFmpeg failure to VideoReadError."""
+@contextlib.contextmanager
+def _opened_input(p: Path, timeout_s: float | None) -> Iterator:
+    """Open ``p`` for reading with PyAV; map every FFmpeg failure to VideoReadError.
+
+    The file is opened by :func:`~course_lib.datasets.safe_read.open_regular_file` (without
+    blocking, the opened descriptor checked with ``fstat``) and PyAV reads that handle, so a path
+    swapped for a FIFO after :func:`_check_exists` is refused by name instead of blocking FFmpeg's
+    own ``open``. Container and handle are closed on exit.
+
+    Yields:
+        The open PyAV input container (at least one video stream, not a text file).
+    """
     av = _import_av()
     kwargs = {} if timeout_s is None else {"timeout": (float(timeout_s), float(timeout_s))}
-    try:
-        container = av.open(str(p), mode="r", **kwargs)
-    except av.error.ExitError as exc:  # the open timeout interrupted FFmpeg
-        raise VideoReadError(f"timeout while opening video {p} (timeout_s={timeout_s})") from exc
-    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoReadError(f"cannot open {p} as a video ({type(exc).__name__}: {exc})") from exc
-    if not container.streams.video:
-        container.close()
-        raise VideoReadError(f"no video stream in {p} (audio-only, data file or cut-off header?)")
-    if container.format.name in _TEXT_FORMATS:  # FFmpeg renders text files as "ANSI art"
-        container.close()
-        raise VideoReadError(f"not a video: {p} looks like a text file")
-    return container
+    with open_regular_file(p, "video file", VideoReadError) as handle:
+        # 1. FFmpeg reads the checked handle
+        try:
+            container = av.open(handle, mode="r", **kwargs)
+        except av.error.ExitError as exc:  # the open timeout interrupted FFmpeg
+            raise VideoReadError(
+                f"timeout while opening video {p} (timeout_s={timeout_s})"
+            ) from exc
+        except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+            raise VideoReadError(
+                f"cannot open {p} as a video ({type(exc).__name__}: {exc})"
+            ) from exc
+        # 2. refuse what FFmpeg opens but is no video
+        try:
+            if not container.streams.video:
+                raise VideoReadError(
+                    f"no video stream in {p} (audio-only, data file or cut-off header?)"
+                )
+            if container.format.name in _TEXT_FORMATS:  # FFmpeg renders text as "ANSI art"
+                raise VideoReadError(f"not a video: {p} looks like a text file")
+            yield container
+        finally:
+            container.close()
 
 
 def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -129,8 +150,7 @@ def probe(path: str | os.PathLike, timeout_s: float | None = 30.0) -> VideoInfo:
         VideoReadError: missing file, not a video, no video stream, or timeout.
     """
     p = _check_exists(path)
-    container = _open_input(p, timeout_s)
-    try:
+    with _opened_input(p, timeout_s) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
@@ -144,8 +164,6 @@ def probe(path: str | os.PathLike, timeout_s: float | None = 30.0) -> VideoInfo:
         n_frames = int(stream.frames) if stream.frames else int(round(duration * fps))
         codec = stream.codec_context.name
         return VideoInfo(duration, fps, stream.width, stream.height, n_frames, codec)
-    finally:
-        container.close()
 
 
 def _scan_duration(container, stream, p: Path, timeout_s: float | None) -> float:
@@ -313,13 +331,10 @@ def _iter_frames(
     p: Path, fps: float, max_side: int | None, timeout_s: float | None, offset: float
 ) -> Iterator[tuple[float, np.ndarray]]:
     """The generator behind :func:`iter_frames` (closes the file when done or abandoned)."""
-    container = _open_input(p, timeout_s)
-    try:
+    with _opened_input(p, timeout_s) as container:
         stream = container.streams.video[0]
         size = _scaled_size(stream.width, stream.height, max_side)
         yield from _resample(_decoded_frames(container, p, timeout_s), fps, size, p, offset)
-    finally:
-        container.close()
 
 
 def _resample(
