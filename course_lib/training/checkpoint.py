@@ -238,10 +238,13 @@ def save_training_state(
     config: MomentTrainingConfig,
     info: dict,
     best_score: float,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write ``last.safetensors`` / ``last.json`` and ``last_state.pt`` (everything to resume).
 
-    ``info["epoch"]`` is the epoch just finished; resuming starts at the next one.
+    ``info["epoch"]`` is the epoch just finished; resuming starts at the next one. A float16
+    run's gradient ``scaler`` is saved too (its loss scale and growth tracker), so a resumed
+    run continues with the scale it had reached.
     """
     out_dir = Path(out_dir)
     save_checkpoint(out_dir / LAST, model, config, info)
@@ -252,6 +255,8 @@ def save_training_state(
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
     }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     with atomic_write(out_dir / STATE_FILE, "wb") as handle:
         torch.save(state, handle)
 
@@ -261,8 +266,12 @@ def load_training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """Restore model, optimizer, scheduler and RNG states from ``out_dir`` (weights_only load).
+
+    ``scaler`` (a float16 run's gradient scaler) gets the saved scale when the state has one; a
+    state written without a scaler leaves it at its initial scale.
 
     Returns:
         ``{"epoch": last finished epoch, "best_score": best selection score so far}``.
@@ -281,11 +290,14 @@ def load_training_state(
             f"{path} is from epoch {state['epoch']} but {out_dir / LAST}.json from epoch "
             f"{short_repr(info.get('epoch'))}: an interrupted save; delete one of them"
         )
-    for field, restore in (
+    restores = [
         ("optimizer", optimizer.load_state_dict),
         ("scheduler", scheduler.load_state_dict),
         ("rng", set_rng_state),
-    ):
+    ]
+    if scaler is not None and "scaler" in state:
+        restores.append(("scaler", scaler.load_state_dict))
+    for field, restore in restores:
         try:
             restore(state[field])
         except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:

@@ -340,11 +340,11 @@ def train(
     seed_everything(config.seed)
     criterion = SetCriterion(config)
     optimizer, scheduler = make_optimizer(model, config)
-    # float16 autocast needs a gradient scaler (its scale is not saved: a resumed run recalibrates)
+    # float16 autocast needs a gradient scaler (saved with the resume state)
     scaler = grad_scaler(autocast_dtype(device, config.amp))
     start, best = 0, -math.inf
     if resume and out_dir is not None and latest_checkpoint_exists(out_dir):
-        state = load_training_state(out_dir, model, optimizer, scheduler)
+        state = load_training_state(out_dir, model, optimizer, scheduler, scaler)
         start, best = state["epoch"] + 1, state["best_score"]
     elif resume and out_dir is None:
         raise CheckpointError("resume=True needs out_dir (where last.* checkpoints live)")
@@ -374,7 +374,7 @@ def train(
             if score > best:
                 best = score
                 save_checkpoint(Path(out_dir) / "best", model, config, info)
-            save_training_state(out_dir, model, optimizer, scheduler, config, info, best)
+            save_training_state(out_dir, model, optimizer, scheduler, config, info, best, scaler)
         if on_epoch is not None:
             on_epoch(history[-1])
     return history

@@ -200,7 +200,10 @@ def test_video_swapped_for_a_fifo_after_the_check_is_named_never_waited_on(
     path = video.write_video(tmp_path / "v.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=2)
     # the video module's own check sees the file; the reader's open-time check swaps it
     swap_after_check(monkeypatch, to_fifo)
-    read = {"probe": lambda: video.probe(path), "iter_frames": lambda: list(video.iter_frames(path, 1))}
+    read = {
+        "probe": lambda: video.probe(path),
+        "iter_frames": lambda: list(video.iter_frames(path, 1)),
+    }
     outcome = returns_within(read[reader], 10)  # FFmpeg opening the FIFO would hang here
     assert isinstance(outcome.get("error"), VideoReadError), outcome
     assert f"{path} is a FIFO (named pipe), not a regular file" in str(outcome["error"])

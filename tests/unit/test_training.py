@@ -357,3 +357,34 @@ def test_history_replaces_rows_of_a_rerun_epoch(tmp_path):
     (tmp_path / "history.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="history"):
         read_history(tmp_path)
+
+
+def test_gradient_scaler_state_is_saved_and_restored(tmp_path):
+    """A float16 run's loss scale survives a resume (CPU GradScaler: the same state dict)."""
+    from course_lib.training import load_training_state, save_training_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=5)
+    # 1. an overflow halves the scale, a finite step counts towards growth
+    for grad in (float("inf"), 1.0):
+        optimizer.zero_grad()
+        scaler.scale(model(torch.ones(1, 3)).sum() * grad).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0**9 and saved["_growth_tracker"] == 1
+    save_training_state(
+        tmp_path, model, optimizer, scheduler, MomentTrainingConfig(), {"epoch": 0}, 0.5, scaler
+    )
+    # 2. a fresh scaler gets the saved scale back; without a saved one it keeps its own
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=5)
+    load_training_state(tmp_path, model, optimizer, scheduler, fresh)
+    assert fresh.state_dict() == saved
+    save_training_state(
+        tmp_path, model, optimizer, scheduler, MomentTrainingConfig(), {"epoch": 0}, 0.5
+    )
+    untouched = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    load_training_state(tmp_path, model, optimizer, scheduler, untouched)
+    assert untouched.get_scale() == 2.0**10
