@@ -9,6 +9,8 @@
   imported lazily so the validator CLI starts without torch;
 * :mod:`~course_lib.datasets.safe_read` - the checks every reader of the library shares (special
   files, JSON, npz size caps, weights-only torch files, capped echoes of bad values).
+* :mod:`~course_lib.datasets.release_readers` - Charades-STA, ActivityNet Captions and TaCoS in
+  lighthouse's layout (MR-only records), TVR and TVR-Ranking query files (corpus records).
 
 Command line: ``python -m course_lib.datasets validate FILE.jsonl``.
 """
@@ -28,6 +30,17 @@ from course_lib.datasets.features import (
     video_feature_path,
 )
 from course_lib.datasets.records import iter_jsonl, read_jsonl, write_jsonl
+from course_lib.datasets.release_readers import (
+    MR_DATASETS,
+    WindowClippedWarning,
+    check_highlight_labels,
+    is_mr_only,
+    read_mr_release,
+    read_tvr_ranking,
+    read_tvr_ranking_videos,
+    read_tvr_release,
+    read_tvr_video_durations,
+)
 from course_lib.datasets.validate import (
     MOMENT_FIELDS,
     clips_of_window,
@@ -67,21 +80,27 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "MOMENT_FIELDS",
-    "POOLED_KEY",
-    "QUERY_KEY",
-    "VIDEO_KEY",
-    "QueryFeatureStore",
-    "VideoFeatureStore",
+    "check_highlight_labels",
     "clips_of_window",
     "corpus_errors",
+    "is_mr_only",
     "iter_jsonl",
     "load_feature_file",
     "load_query_features",
     "load_video_features",
+    "MOMENT_FIELDS",
     "moment_record_errors",
+    "MR_DATASETS",
+    "POOLED_KEY",
     "query_feature_path",
+    "QUERY_KEY",
+    "QueryFeatureStore",
     "read_jsonl",
+    "read_mr_release",
+    "read_tvr_ranking",
+    "read_tvr_ranking_videos",
+    "read_tvr_release",
+    "read_tvr_video_durations",
     "retrieval_pair_errors",
     "save_query_features",
     "save_video_features",
@@ -90,6 +109,9 @@ __all__ = [
     "validate_moment_records",
     "validate_retrieval_pairs",
     "video_feature_path",
+    "VIDEO_KEY",
+    "VideoFeatureStore",
+    "WindowClippedWarning",
     "write_jsonl",
     *_TORCH_NAMES,
 ]

@@ -7,6 +7,8 @@
 * :mod:`~course_lib.metrics.ndcg` - NDCG@K, IoU>t with graded relevance (TVR-Ranking
   ``modules/ndcg_iou.py``; SPR's IoU>=t variant as an option).
 * :mod:`~course_lib.metrics.submission` - official submission files: validate, write, read.
+* :mod:`~course_lib.metrics.grounding` - R@1/R@5 at IoU 0.3/0.5/0.7 and mIoU for MR-only datasets
+  (Charades-STA, ActivityNet Captions, TaCoS; 2D-TAN ``lib/core/eval.py``, IoU>=t as lighthouse).
 
 By default every metric behaves exactly like the official code named above, including taking
 each prediction list in the order given (the official scripts never re-sort by score); other
@@ -14,6 +16,7 @@ behaviour (``rank_by_score``, stricter input checks, other conventions) is an ex
 Every function rejects malformed input with :class:`course_lib.errors.MetricInputError`.
 """
 
+from course_lib.metrics.grounding import eval_grounding
 from course_lib.metrics.ndcg import dcg, ndcg_iou
 from course_lib.metrics.qvhighlights import (
     IOU_THRESHOLDS,
@@ -39,6 +42,7 @@ __all__ = [
     "binary_ap",
     "dcg",
     "detection_ap",
+    "eval_grounding",
     "eval_highlight",
     "eval_moment_retrieval",
     "eval_qvhighlights",
