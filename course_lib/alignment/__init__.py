@@ -6,6 +6,8 @@ Moment Retrieval and Highlight Detection" (COREBA) with QD-DETR / DAB-DETR heads
 * :mod:`~course_lib.alignment.projection`: 3-layer MLP input projections.
 * :mod:`~course_lib.alignment.balance`: balance tokens (COREBA eq. 1).
 * :mod:`~course_lib.alignment.attention`: masked multi-head attention + post-norm block.
+* :mod:`~course_lib.alignment.fused_attention`: the fused-kernel path taken whenever attention
+  weights are not asked for, and :func:`explicit_attention` to force the explicit softmax.
 * :mod:`~course_lib.alignment.cfc`: the CFC block (COREBA eqs. 2-5).
 * :mod:`~course_lib.alignment.ram`: the Recurrent Alignment Mechanism (Algorithm 1), MOD_N.
 * :mod:`~course_lib.alignment.baseline_encoder`: QD-DETR's text-to-video encoder.
@@ -30,6 +32,7 @@ from course_lib.alignment.attention import (
 from course_lib.alignment.balance import BalanceTokens, append_balance_tokens
 from course_lib.alignment.baseline_encoder import T2VEncoder
 from course_lib.alignment.cfc import CFCBlock, CFCOutput
+from course_lib.alignment.fused_attention import explicit_attention, fused_masked_attention
 from course_lib.alignment.heads import MomentDecoder, SaliencyEncoder, sine_embedding
 from course_lib.alignment.model import (
     ABLATIONS,
@@ -60,6 +63,8 @@ __all__ = [
     "append_balance_tokens",
     "attention_to_balance_tokens",
     "build_model",
+    "explicit_attention",
+    "fused_masked_attention",
     "masked_attention",
     "self_attention",
     "sine_embedding",

@@ -3,6 +3,12 @@
 Mask convention: ``True`` = real position (the opposite of ``nn.MultiheadAttention``'s
 ``key_padding_mask``). Padded keys get attention weight exactly 0 and their values are zeroed
 before use; outputs at padded *query* positions are set to 0 by :class:`AttentionBlock`.
+
+Two paths compute the same attention: :func:`masked_attention` writes the softmax out and
+returns the weights (``need_weights=True``, the default of every module here, as in
+``nn.MultiheadAttention``); with ``need_weights=False`` the modules run
+:func:`~course_lib.alignment.fused_attention.fused_masked_attention` (PyTorch's fused kernel)
+and return ``None`` for the weights. ``with explicit_attention():`` forces the explicit path.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from course_lib.alignment.fused_attention import fused_attention_enabled, fused_masked_attention
 
 
 def masked_attention(
@@ -49,6 +57,10 @@ def masked_attention(
 class MaskedMultiHeadAttention(nn.Module):
     """Multi-head attention with a True-=-real key mask that can return its weights.
 
+    Weights asked for: explicit softmax (:func:`masked_attention`); not asked for: the fused
+    kernel (:func:`~course_lib.alignment.fused_attention.fused_masked_attention`), unless inside
+    :func:`~course_lib.alignment.fused_attention.explicit_attention`.
+
     Args:
         d: model width.
         n_heads: number of heads (must divide ``d``).
@@ -69,19 +81,37 @@ class MaskedMultiHeadAttention(nn.Module):
         return x.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
 
     def forward(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_mask: torch.Tensor,
+        need_weights: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``query`` (B, Lq, d) to ``key``/``value`` (B, Lk, d).
 
+        Args:
+            query: (B, Lq, d); key, value: (B, Lk, d).
+            key_mask: (B, Lk) bool, True = real key.
+            need_weights: return the weights ``A = softmax(Q K^T / sqrt(d_h) + M)`` (explicit
+                path); False runs the fused kernel and returns None.
+
         Returns:
-            output (B, Lq, d) and weights (B, H, Lq, Lk).
+            output (B, Lq, d) and weights (B, H, Lq, Lk), or None when not asked for.
         """
+        # 1. project and split into heads
         q, k = self._split(self.q_proj(query)), self._split(self.k_proj(key))
         v = self._split(self.v_proj(value))
         p = self.dropout if self.training else 0.0
-        out, weights = masked_attention(q, k, v, key_mask, dropout=p)
+        # 2. explicit softmax when the weights are wanted (or forced), else the fused kernel
+        if need_weights or not fused_attention_enabled():
+            out, weights = masked_attention(q, k, v, key_mask, dropout=p)
+        else:
+            out, weights = fused_masked_attention(q, k, v, key_mask, dropout=p), None
+        # 3. merge the heads and mix them
         b, _, lq, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1)), weights
+        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
+        return out, weights if need_weights else None
 
 
 class AttentionSublayer(nn.Module):
@@ -103,11 +133,15 @@ class AttentionSublayer(nn.Module):
         context_mask: torch.Tensor,
         x_pos: torch.Tensor | None = None,
         context_pos: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the updated ``x`` (B, Lq, d) and the attention weights (B, H, Lq, Lk)."""
+        need_weights: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the updated ``x`` (B, Lq, d) and the attention weights (B, H, Lq, Lk).
+
+        The weights are None when ``need_weights`` is False (fused path).
+        """
         q = x if x_pos is None else x + x_pos
         k = context if context_pos is None else context + context_pos
-        out, weights = self.attn(q, k, context, context_mask)
+        out, weights = self.attn(q, k, context, context_mask, need_weights)
         return self.norm(x + self.dropout(out)), weights
 
 
@@ -156,24 +190,33 @@ class AttentionBlock(nn.Module):
         context_mask: torch.Tensor,
         x_pos: torch.Tensor | None = None,
         context_pos: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        need_weights: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Update ``x`` (B, Lq, d) by attending to ``context`` (B, Lk, d).
 
         Args:
             x_mask: (B, Lq) bool, True = real query; padded outputs are set to 0.
             context_mask: (B, Lk) bool, True = real key.
             x_pos, context_pos: optional positional embeddings added to queries / keys.
+            need_weights: return the attention weights (explicit path); False = fused kernel.
 
         Returns:
-            new x (B, Lq, d) and attention weights (B, H, Lq, Lk).
+            new x (B, Lq, d) and attention weights (B, H, Lq, Lk) (None when not asked for).
         """
-        y, weights = self.attention(x, context, context_mask, x_pos, context_pos)
+        y, weights = self.attention(x, context, context_mask, x_pos, context_pos, need_weights)
         y = self.ffn(y)
         return y.masked_fill(~x_mask[..., None], 0.0), weights
 
 
 def self_attention(
-    block: AttentionBlock, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``block`` as a self-attention block over ``x`` (B, N, d) with mask (B, N)."""
-    return block(x, mask, x, mask, x_pos=pos, context_pos=pos)
+    block: AttentionBlock,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor | None = None,
+    need_weights: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``block`` as a self-attention block over ``x`` (B, N, d) with mask (B, N).
+
+    ``need_weights=False`` takes the fused path and returns None for the weights.
+    """
+    return block(x, mask, x, mask, x_pos=pos, context_pos=pos, need_weights=need_weights)

@@ -36,15 +36,22 @@ class T2VEncoder(nn.Module):
         video_mask: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        need_weights: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Video clips attend to text tokens, layer after layer.
 
+        Args:
+            video: (B, T, d); video_mask (B, T) True = real clip.
+            text: (B, L + L_b, d); text_mask (B, L + L_b) True = real token.
+            need_weights: return the attention weights (explicit path); False = fused kernel.
+
         Returns:
             video (B, T, d), the unchanged text, and per layer ``{"vt_coarse": weights}``
-            (same key as the CFC block so demos work for both encoders).
+            (same key as the CFC block so demos work for both encoders; ``{}`` when the
+            weights were not asked for).
         """
         attentions = []
         for layer in self.layers:
-            video, weights = layer(video, video_mask, text, text_mask)
-            attentions.append({"vt_coarse": weights})
+            video, weights = layer(video, video_mask, text, text_mask, need_weights=need_weights)
+            attentions.append({} if weights is None else {"vt_coarse": weights})
         return video, text, attentions

@@ -34,7 +34,8 @@ class CFCOutput(NamedTuple):
         tv: F~_tv (B, L + L_b, d), text stream after the shared self-attention (eq. 4).
         fine: F_fine (B, T, d), the fine alignment (eq. 5).
         attention: weights (B, H, Lq, Lk) of each sub-block: keys ``"vt_coarse"``, ``"tv"``,
-            ``"sa_video"``, ``"sa_text"``, ``"vt_fine"`` (missing for disabled sub-blocks).
+            ``"sa_video"``, ``"sa_text"``, ``"vt_fine"`` (missing for disabled sub-blocks;
+            empty when the weights were not asked for).
     """
 
     vt: torch.Tensor
@@ -79,6 +80,7 @@ class CFCBlock(nn.Module):
         video_mask: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        need_weights: bool = True,
     ) -> CFCOutput:
         """Run eqs. 2-5 once.
 
@@ -87,24 +89,37 @@ class CFCBlock(nn.Module):
             video_mask: (B, T) bool, True = real clip.
             text: F~_t (B, L + L_b, d), balanced text, zero at padded words.
             text_mask: (B, L + L_b) bool, True = real word or balance token.
+            need_weights: return every sub-block's attention weights (explicit path); False
+                runs the fused kernel and leaves ``attention`` empty.
 
         Returns:
             :class:`CFCOutput`; padded positions of every output are 0.
         """
-        att: dict[str, torch.Tensor] = {}
+        att: dict[str, torch.Tensor | None] = {}
         # eq. 2: coarse cross-modal alignment in both directions
-        f_vt, att["vt_coarse"] = self.vt_block(video, video_mask, text, text_mask)
+        f_vt, att["vt_coarse"] = self.vt_block(
+            video, video_mask, text, text_mask, need_weights=need_weights
+        )
         if self.tv_block is not None:
-            f_tv, att["tv"] = self.tv_block(text, text_mask, video, video_mask)
+            f_tv, att["tv"] = self.tv_block(
+                text, text_mask, video, video_mask, need_weights=need_weights
+            )
         else:
             f_tv = text
         # eqs. 3-4: one shared self-attention for both streams, averaged with its input
-        sa_v, att["sa_video"] = self_attention(self.self_attention, f_vt, video_mask)
-        sa_t, att["sa_text"] = self_attention(self.self_attention, f_tv, text_mask)
+        sa_v, att["sa_video"] = self_attention(
+            self.self_attention, f_vt, video_mask, need_weights=need_weights
+        )
+        sa_t, att["sa_text"] = self_attention(
+            self.self_attention, f_tv, text_mask, need_weights=need_weights
+        )
         vt, tv = 0.5 * (f_vt + sa_v), 0.5 * (f_tv + sa_t)
         # eq. 5: the same VT-block aligns the refined streams again (fine alignment)
         if self.use_fine_alignment:
-            fine, att["vt_fine"] = self.vt_block(vt, video_mask, tv, text_mask)
+            fine, att["vt_fine"] = self.vt_block(
+                vt, video_mask, tv, text_mask, need_weights=need_weights
+            )
         else:
             fine = vt
-        return CFCOutput(vt, tv, fine, att)
+        # keep the weights that were computed (none on the fused path)
+        return CFCOutput(vt, tv, fine, {k: a for k, a in att.items() if a is not None})

@@ -119,8 +119,8 @@ class SaliencyEncoder(nn.Module):
         real = torch.ones(b, 1, dtype=torch.bool, device=video_mask.device)
         mask = torch.cat([real, video_mask], dim=1)
         pos = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
-        for layer in self.layers:
-            x, _ = self_attention(layer, x, mask, pos)
+        for layer in self.layers:  # the weights are never returned: fused path
+            x, _ = self_attention(layer, x, mask, pos, need_weights=False)
         t_s, memory = x[:, 0], x[:, 1:]
         # 3. eq. 7: S(x) = (F_x w_f) . (t_s w_s) / sqrt(d)
         scores = (self.w_f(memory) * self.w_s(t_s)[:, None]).sum(-1) / math.sqrt(self.d)
@@ -144,11 +144,19 @@ class DecoderLayer(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor,
         memory_pos: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update content queries ``tgt`` (B, Nq, d); returns them and cross-attention weights."""
+        need_weights: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Update content queries ``tgt`` (B, Nq, d); returns them and cross-attention weights.
+
+        The weights are None when ``need_weights`` is False (fused path).
+        """
         all_real = torch.ones(tgt.shape[:2], dtype=torch.bool, device=tgt.device)
-        tgt, _ = self.self_attn(tgt, tgt, all_real, query_pos, query_pos)
-        tgt, weights = self.cross_attn(tgt, memory, memory_mask, cross_pos, memory_pos)
+        # 1. query self-attention (weights never returned: fused path)
+        tgt, _ = self.self_attn(tgt, tgt, all_real, query_pos, query_pos, need_weights=False)
+        # 2. cross-attention to the video, then the FFN
+        tgt, weights = self.cross_attn(
+            tgt, memory, memory_mask, cross_pos, memory_pos, need_weights=need_weights
+        )
         return self.ffn(tgt), weights
 
 
@@ -190,18 +198,24 @@ class MomentDecoder(nn.Module):
         self.d = d
 
     def forward(
-        self, memory: torch.Tensor, memory_mask: torch.Tensor, memory_pos: torch.Tensor
+        self,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        memory_pos: torch.Tensor,
+        need_weights: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
         """Decode moments layer by layer.
 
         Args:
             memory: (B, T, d) encoded video; memory_mask (B, T) True = real clip;
             memory_pos: (B, T, d) clip positional embedding.
+            need_weights: return the cross-attention weights (explicit path); False runs the
+                fused kernel and leaves ``cross_attention`` out.
 
         Returns:
             one dict per layer with ``pred_spans`` (B, Nq, 2) (center, width) in (0, 1),
-            ``pred_logits`` (B, Nq, 2) (index 0 = foreground) and ``cross_attention``
-            (B, H, Nq, T).
+            ``pred_logits`` (B, Nq, 2) (index 0 = foreground) and, when asked for,
+            ``cross_attention`` (B, H, Nq, T).
         """
         b = memory.shape[0]
         ref = self.anchors.sigmoid()[None].expand(b, -1, -1)
@@ -212,16 +226,14 @@ class MomentDecoder(nn.Module):
             sine = sine_embedding(ref, self.d // 2)  # (B, Nq, d)
             query_pos = self.ref_point_head(sine)
             scale = 1.0 if i == 0 else self.query_scale(tgt)
-            tgt, weights = layer(tgt, query_pos, sine * scale, memory, memory_mask, memory_pos)
+            tgt, weights = layer(
+                tgt, query_pos, sine * scale, memory, memory_mask, memory_pos, need_weights
+            )
             # 2. heads on the normalised content; refine anchors in inverse-sigmoid space
             hidden = self.norm(tgt)
             spans = (self.span_head(hidden) + inverse_sigmoid(ref)).sigmoid()
-            outputs.append(
-                {
-                    "pred_spans": spans,
-                    "pred_logits": self.class_head(hidden),
-                    "cross_attention": weights,
-                }
-            )
+            outputs.append({"pred_spans": spans, "pred_logits": self.class_head(hidden)})
+            if weights is not None:
+                outputs[-1]["cross_attention"] = weights
             ref = spans.detach()  # DAB-DETR: no gradient through the anchor chain
         return outputs

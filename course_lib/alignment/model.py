@@ -10,6 +10,7 @@ encoder (eq. 7) -> DAB-DETR moment decoder. The encoder is chosen by ``CorebaCon
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from course_lib.alignment.balance import BalanceTokens
 from course_lib.alignment.baseline_encoder import T2VEncoder
+from course_lib.alignment.fused_attention import explicit_attention
 from course_lib.alignment.heads import (
     MomentDecoder,
     SaliencyEncoder,
@@ -166,17 +168,24 @@ class CorebaModel(nn.Module):
         video_mask: torch.Tensor,
         text_feats: torch.Tensor,
         text_mask: torch.Tensor,
+        need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Projections, balance tokens (eq. 1) and the encoder (RAM or baseline).
 
+        Args:
+            video_feats, video_mask, text_feats, text_mask: as in :meth:`forward`.
+            need_weights: return the encoder's attention weights (explicit softmax path); the
+                default False runs the fused kernel (training's negative pairs call this).
+
         Returns:
             aligned video (B, T, d), balanced text (B, L + L_b, d), its mask, and the encoder's
-            attention weights (per turn / layer, dicts of (B, H, Lq, Lk)).
+            attention weights (per turn / layer, dicts of (B, H, Lq, Lk); empty dicts when
+            ``need_weights`` is False).
         """
         video = self.video_proj(video_feats, video_mask)
         text = self.text_proj(text_feats, text_mask)
         text, text_mask = self.balance(text, text_mask)
-        video, text, attentions = self.encoder(video, video_mask, text, text_mask)
+        video, text, attentions = self.encoder(video, video_mask, text, text_mask, need_weights)
         return video, text, text_mask, attentions
 
     def forward(
@@ -193,7 +202,10 @@ class CorebaModel(nn.Module):
             video_feats: (B, T, d_v) clip features; video_mask: (B, T) bool, True = real clip.
             text_feats: (B, L, d_t) token features; text_mask: (B, L) bool, True = real word.
             return_attention: also return ``"attention"`` = {"encoder": per-turn dicts,
-                "decoder": per-layer cross-attention (B, H, Nq, T)}.
+                "decoder": per-layer cross-attention (B, H, Nq, T)}; the whole pass then takes
+                the explicit softmax path, so maps and outputs are exactly the explicit model's.
+                Without it every attention runs the fused kernel
+                (:mod:`~course_lib.alignment.fused_attention`).
 
         Returns:
             ``{"pred_spans": (B, Nq, 2) (center, width) in (0, 1), "pred_logits": (B, Nq, 2)
@@ -202,11 +214,15 @@ class CorebaModel(nn.Module):
             layer]}``; the top level is the last decoder layer.
         """
         self._check_inputs(video_feats, video_mask, text_feats, text_mask)
-        video, _, _, enc_att = self.encode(video_feats, video_mask, text_feats, text_mask)
-        pos = sine_embedding(clip_positions(video_mask)[..., None], self.config.d)
-        pos = pos.masked_fill(~video_mask[..., None], 0.0)
-        memory, saliency = self.saliency_encoder(video, video_mask, pos)
-        layers = self.decoder(memory, video_mask, pos)
+        # attention maps asked for: the whole pass explicit, else every attention fused
+        with explicit_attention() if return_attention else nullcontext():
+            video, _, _, enc_att = self.encode(
+                video_feats, video_mask, text_feats, text_mask, need_weights=return_attention
+            )
+            pos = sine_embedding(clip_positions(video_mask)[..., None], self.config.d)
+            pos = pos.masked_fill(~video_mask[..., None], 0.0)
+            memory, saliency = self.saliency_encoder(video, video_mask, pos)
+            layers = self.decoder(memory, video_mask, pos, need_weights=return_attention)
         keys = ("pred_spans", "pred_logits")
         out = {k: layers[-1][k] for k in keys}
         out["saliency_scores"] = saliency
@@ -267,7 +283,7 @@ def attention_to_balance_tokens(
     model.eval()
     try:
         model._check_inputs(video, vmask, text, tmask)
-        *_, attentions = model.encode(video, vmask, text, tmask)
+        *_, attentions = model.encode(video, vmask, text, tmask, need_weights=True)
     finally:
         model.train(was_training)
     if not 0 <= turn < len(attentions) or stage not in attentions[turn]:

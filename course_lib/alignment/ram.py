@@ -47,20 +47,23 @@ class RecurrentAlignment(nn.Module):
         video_mask: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        need_weights: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Run Algorithm 1.
 
         Args:
             video: F'_v (B, T, d); video_mask (B, T) True = real clip.
             text: F~_t (B, L + L_b, d); text_mask (B, L + L_b) True = real token.
+            need_weights: return the attention weights (explicit path); False = fused kernel.
 
         Returns:
             final F'_v (B, T, d), final F~_t (B, L + L_b, d) and, per turn, the attention
-            weights of the CFC sub-blocks.
+            weights of the CFC sub-blocks (empty dicts when not asked for).
         """
         attentions = []
         for turn in range(self.n_turns):
-            out = self.block_for_turn(turn)(video, video_mask, text, text_mask)
+            block = self.block_for_turn(turn)
+            out = block(video, video_mask, text, text_mask, need_weights=need_weights)
             # residual updates between turns (Algorithm 1)
             video = video + out.fine
             text = text + out.tv

@@ -68,7 +68,7 @@ def saliency_forward(
         (B, T) saliency scores, 0 at padded clips.
     """
     model._check_inputs(video, video_mask, text, text_mask)
-    aligned, *_ = model.encode(video, video_mask, text, text_mask)
+    aligned, *_ = model.encode(video, video_mask, text, text_mask, need_weights=False)
     pos = sine_embedding(clip_positions(video_mask)[..., None], model.config.d)
     pos = pos.masked_fill(~video_mask[..., None], 0.0)
     _, saliency = model.saliency_encoder(aligned, video_mask, pos)
