@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 
 
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -26,8 +25,20 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a_unit @ b_unit.T
 
 
-def _cosine_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two float32 matrices with different row counts (so a transpose bug shows)."""
+def cosine_similarity_matrix_inputs(
+    seed: int = 0, trial: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of trial ``trial`` of Exercise 0.1: two float32 matrices with different row counts
+    (so a transpose bug shows).
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(a, b)``, the positional arguments of ``cosine_similarity_matrix``.
+    """
+    rng = trial_rng(seed, trial)
     n, d = int(rng.integers(2, 7)), int(rng.integers(2, 9))
     m = n + int(rng.integers(1, 4))
     scale = float(rng.choice([0.01, 1.0, 100.0]))  # the answer must not depend on vector length
@@ -43,7 +54,7 @@ def check_cosine_similarity_matrix(
     check(
         fn,
         cosine_similarity_matrix,
-        _cosine_inputs,
+        cosine_similarity_matrix_inputs,
         name="Exercise 0.1: cosine_similarity_matrix",
         atol=1e-5,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.clip.features import pool_clip_features
 from course_lib.clip.frames import clip_timestamps
 from course_lib.clip.loss import MAX_LOGIT_SCALE, symmetric_info_nce
@@ -38,8 +38,20 @@ def info_nce_loss(
     return symmetric_info_nce(image_feats, text_feats, logit_scale)
 
 
-def _info_nce_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unit-norm features, B >= 2, texts correlated with their images, scale inside the clamp."""
+def info_nce_loss_inputs(
+    seed: int = 0, trial: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of trial ``trial`` of Exercise 1.1: unit-norm features, B >= 2, texts correlated with
+    their images, scale inside the clamp.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(image_feats, text_feats, logit_scale)``, the positional arguments of ``info_nce_loss``.
+    """
+    rng = trial_rng(seed, trial)
     b, d = int(rng.integers(2, 9)), int(rng.integers(3, 17))
     image = rng.normal(size=(b, d))
     text = image + rng.normal(size=(b, d)) * float(rng.choice([0.3, 1.0, 3.0]))
@@ -55,12 +67,22 @@ def check_info_nce_loss(
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> None:
     """Exercise 1.1: compare ``fn`` with :func:`info_nce_loss` on 20 random batches."""
-    check(fn, info_nce_loss, _info_nce_inputs, name="Exercise 1.1: info_nce_loss", atol=1e-5)
+    check(fn, info_nce_loss, info_nce_loss_inputs, name="Exercise 1.1: info_nce_loss", atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- 1.2 timestamps
-def _timestamp_inputs(rng: np.random.Generator) -> tuple[float, float, int]:
-    """Durations that are multiples of the clip length, not multiples, and shorter than a clip."""
+def clip_timestamps_inputs(seed: int = 0, trial: int = 0) -> tuple[float, float, int]:
+    """Inputs of trial ``trial`` of Exercise 1.2: durations that are multiples of the clip length,
+    not multiples, and shorter than a clip.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(duration, clip_len, frames_per_clip)``, the positional arguments of ``clip_timestamps``.
+    """
+    rng = trial_rng(seed, trial)
     clip_len = float(rng.choice([1.0, 2.0, 4.0]))
     kind = int(rng.integers(3))
     if kind == 0:  # a whole number of clips
@@ -74,14 +96,27 @@ def _timestamp_inputs(rng: np.random.Generator) -> tuple[float, float, int]:
 
 def check_clip_timestamps(fn: Callable[[float, float, int], tuple[np.ndarray, np.ndarray]]) -> None:
     """Exercise 1.2: compare ``fn`` with :func:`~course_lib.clip.frames.clip_timestamps`."""
-    check(fn, clip_timestamps, _timestamp_inputs, name="Exercise 1.2: clip_timestamps", atol=1e-9)
+    check(
+        fn, clip_timestamps, clip_timestamps_inputs, name="Exercise 1.2: clip_timestamps", atol=1e-9
+    )
 
 
 # ----------------------------------------------------------------------------- 1.3 pooling
-def _pool_inputs(
-    rng: np.random.Generator,
+def pool_clip_features_inputs(
+    seed: int = 0, trial: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Frames of several clips with a mask; one clip fully masked, one without frames."""
+    """Inputs of trial ``trial`` of Exercise 1.3: frames of several clips with a mask; one clip
+    fully masked, one without frames.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(frame_feats, clip_index, mask, n_clips)``, the positional arguments of
+        ``pool_clip_features``.
+    """
+    rng = trial_rng(seed, trial)
     n_clips, d = int(rng.integers(3, 7)), int(rng.integers(2, 7))
     index = np.sort(rng.integers(0, n_clips - 1, size=int(rng.integers(n_clips, 3 * n_clips))))
     index[:2] = 0  # clip 0 always has two frames ...
@@ -103,7 +138,7 @@ def check_pool_clip_features(
     check(
         fn,
         pool_clip_features,
-        _pool_inputs,
+        pool_clip_features_inputs,
         name="Exercise 1.3: pool_clip_features",
         atol=1e-5,
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.similarity import isa_aggregate as _isa_aggregate
 from course_lib.similarity import retrieval_metrics
 from course_lib.similarity import sinkhorn_log as _sinkhorn_log
@@ -33,8 +33,18 @@ def sinkhorn_log(sims: torch.Tensor, tau: float, n_iters: int) -> tuple[torch.Te
     return result.log_row, result.log_col
 
 
-def _sinkhorn_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, float, int]:
-    """Cosine-like similarities with N != M; tiny temperatures make a naive exp overflow."""
+def sinkhorn_log_inputs(seed: int = 0, trial: int = 0) -> tuple[torch.Tensor, float, int]:
+    """Inputs of trial ``trial`` of Exercise 2.2: cosine-like similarities with N != M; tiny
+    temperatures make a naive exp overflow.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(sims, tau, n_iters)``, the positional arguments of ``sinkhorn_log``.
+    """
+    rng = trial_rng(seed, trial)
     n, m = int(rng.integers(2, 9)), int(rng.integers(2, 9))
     m = m + 1 if m == n else m  # rectangular, so swapped row/column roles show
     sims = torch.tensor(rng.uniform(-1.0, 1.0, size=(n, m)), dtype=torch.float64)
@@ -45,7 +55,12 @@ def _sinkhorn_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, float, int
 def check_sinkhorn_log(fn: Callable[[torch.Tensor, float, int], tuple]) -> None:
     """Exercise 2.2: compare ``fn`` with :func:`sinkhorn_log` on 20 random inputs."""
     check(
-        fn, sinkhorn_log, _sinkhorn_inputs, name="Exercise 2.2: sinkhorn_log", atol=1e-6, rtol=1e-6
+        fn,
+        sinkhorn_log,
+        sinkhorn_log_inputs,
+        name="Exercise 2.2: sinkhorn_log",
+        atol=1e-6,
+        rtol=1e-6,
     )
 
 
@@ -70,8 +85,21 @@ def isa_aggregate(
     return _isa_aggregate(sims, W, tau, mask)
 
 
-def _isa_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float, object]:
-    """Batched similarities, a random (not identity) W, padded units holding large decoys."""
+def isa_aggregate_inputs(
+    seed: int = 0, trial: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+    """Inputs of trial ``trial`` of Exercise 2.1: batched similarities, a random (not identity) W,
+    padded units holding large decoys.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(sims, W, tau, mask)``, the positional arguments of ``isa_aggregate`` (``mask`` may be
+        None).
+    """
+    rng = trial_rng(seed, trial)
     n = int(rng.integers(2, 9))
     batch = tuple(int(b) for b in rng.integers(1, 4, size=int(rng.integers(1, 3))))
     sims = rng.uniform(-1.0, 1.0, size=(*batch, n))
@@ -88,7 +116,7 @@ def _isa_inputs(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, f
 
 def check_isa_aggregate(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 2.1: compare ``fn`` with :func:`isa_aggregate` on 20 random inputs."""
-    check(fn, isa_aggregate, _isa_inputs, name="Exercise 2.1: isa_aggregate", atol=1e-6)
+    check(fn, isa_aggregate, isa_aggregate_inputs, name="Exercise 2.1: isa_aggregate", atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- R@K, MedR
@@ -108,11 +136,21 @@ def recall_and_median_rank(sims: torch.Tensor) -> dict[str, float]:
     return {k: t2v[k] for k in ("R1", "R5", "R10", "MedR")}
 
 
-def _ranking_inputs(rng: np.random.Generator) -> torch.Tensor:
-    """Square similarities with a boosted diagonal (so R@1 is not always 0), no ties."""
+def recall_and_median_rank_inputs(seed: int = 0, trial: int = 0) -> tuple[torch.Tensor]:
+    """Inputs of trial ``trial`` of Exercise 2.3: square similarities with a boosted diagonal (so
+    R@1 is not always 0), no ties.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(sims,)``, the positional argument of ``recall_and_median_rank``.
+    """
+    rng = trial_rng(seed, trial)
     n = int(rng.integers(2, 40))
     sims = rng.normal(size=(n, n)) + float(rng.uniform(0.0, 3.0)) * np.eye(n)
-    return torch.tensor(sims, dtype=torch.float32)
+    return (torch.tensor(sims, dtype=torch.float32),)
 
 
 def check_recall_and_median_rank(fn: Callable[[torch.Tensor], dict]) -> None:
@@ -120,7 +158,7 @@ def check_recall_and_median_rank(fn: Callable[[torch.Tensor], dict]) -> None:
     check(
         fn,
         recall_and_median_rank,
-        _ranking_inputs,
+        recall_and_median_rank_inputs,
         name="Exercise 2.3: recall_and_median_rank",
         n=30,
     )

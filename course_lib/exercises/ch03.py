@@ -8,12 +8,13 @@ equal scores, more than ten predictions, and no prediction at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.metrics import detection_ap, hl_hit_at_1
 from course_lib.spans import temporal_iou
 
@@ -31,8 +32,18 @@ def _random_windows(rng: np.random.Generator, n: int, horizon: int = 60) -> np.n
     return np.stack([st, ed], axis=1)
 
 
-def _iou_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two span arrays with different row counts, plus touching, identical and nested pairs."""
+def temporal_iou_matrix_inputs(seed: int = 0, trial: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs of trial ``trial`` of Exercise 3.1: two span arrays with different row counts, plus
+    touching, identical and nested pairs.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(spans1, spans2)``, the positional arguments of ``temporal_iou_matrix``.
+    """
+    rng = trial_rng(seed, trial)
     n = int(rng.integers(1, 5))
     m = n + int(rng.integers(1, 4))  # N != M, so a transposed answer shows
     a, b = _random_windows(rng, n), _random_windows(rng, m)
@@ -51,7 +62,7 @@ def check_temporal_iou_matrix(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
     check(
         fn,
         temporal_iou_matrix,
-        _iou_inputs,
+        temporal_iou_matrix_inputs,
         name="Exercise 3.1: temporal_iou_matrix",
         n=30,
         check_dtype=False,
@@ -79,8 +90,21 @@ def average_precision_at(
     return float(detection_ap(gt_windows, pred_windows, (iou_threshold,), rank_by_score=True)[0])
 
 
-def _ap_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    """GT windows with gaps between them, and 0-14 predictions with tied scores and duplicates."""
+def average_precision_at_inputs(
+    seed: int = 0, trial: int = 0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Inputs of trial ``trial`` of Exercise 3.2: GT windows with gaps between them, and 0-14
+    predictions with tied scores and duplicates.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(gt_windows, pred_windows, iou_threshold)``, the positional arguments of
+        ``average_precision_at``.
+    """
+    rng = trial_rng(seed, trial)
     # 1. one to three disjoint GT windows separated by gaps (as QVHighlights' merged windows)
     n_gt = int(rng.integers(1, 4))
     gt, t = [], float(rng.integers(0, 8))
@@ -108,7 +132,13 @@ def _ap_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]
 
 def check_average_precision_at(fn: Callable[[np.ndarray, np.ndarray, float], float]) -> None:
     """Exercise 3.2: compare ``fn`` with :func:`average_precision_at` on 40 random queries."""
-    check(fn, average_precision_at, _ap_inputs, name="Exercise 3.2: average_precision_at", n=40)
+    check(
+        fn,
+        average_precision_at,
+        average_precision_at_inputs,
+        name="Exercise 3.2: average_precision_at",
+        n=40,
+    )
 
 
 # ----------------------------------------------------------------------------- 3.3 assignment
@@ -169,12 +199,22 @@ def assignment_cost(cost: np.ndarray, assignment: Any) -> float:
     return float(cost[rows, cols].sum())
 
 
-def _assignment_inputs(rng: np.random.Generator) -> np.ndarray:
-    """A square cost matrix, 1x1 to 6x6; integer costs half of the time (ties between optima)."""
+def best_assignment_inputs(seed: int = 0, trial: int = 0) -> tuple[np.ndarray]:
+    """Inputs of trial ``trial`` of Exercise 3.3: a square cost matrix, 1x1 to 6x6; integer costs
+    half of the time (ties between optima).
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(cost,)``, the positional argument of ``best_assignment``.
+    """
+    rng = trial_rng(seed, trial)
     n = int(rng.integers(1, 7))
     if rng.random() < 0.5:
-        return rng.integers(0, 4, size=(n, n)).astype(np.float64)
-    return np.round(rng.uniform(-1.0, 10.0, size=(n, n)), 3)
+        return (rng.integers(0, 4, size=(n, n)).astype(np.float64),)
+    return (np.round(rng.uniform(-1.0, 10.0, size=(n, n)), 3),)
 
 
 def check_best_assignment(fn: Callable[[np.ndarray], Any]) -> None:
@@ -183,13 +223,14 @@ def check_best_assignment(fn: Callable[[np.ndarray], Any]) -> None:
     Several assignments can be optimal, so the check compares total costs, not indices.
     """
 
+    @functools.wraps(fn)  # messages name the learner's function and signature
     def cost_of_learner_assignment(cost: np.ndarray) -> float:
         return assignment_cost(cost, fn(cost.copy()))
 
     check(
         cost_of_learner_assignment,
         optimal_assignment_cost,
-        _assignment_inputs,
+        best_assignment_inputs,
         name="Exercise 3.3: best_assignment (total cost of the assignment)",
         n=25,
     )
@@ -201,8 +242,18 @@ def hit_at_1(gt_scores: np.ndarray, pred_saliency: np.ndarray, min_score: int) -
     return hl_hit_at_1(gt_scores, pred_saliency, min_score)
 
 
-def _hit_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """(C, 3) annotator scores (mostly 0), saliency with frequent ties, a level 2 / 3 / 4."""
+def hit_at_1_inputs(seed: int = 0, trial: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inputs of trial ``trial`` of Exercise 3.4: (C, 3) annotator scores (mostly 0), saliency with
+    frequent ties, a level 2 / 3 / 4.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(gt_scores, pred_saliency, min_score)``, the positional arguments of ``hit_at_1``.
+    """
+    rng = trial_rng(seed, trial)
     n_clips = int(rng.integers(3, 16))
     gt = np.zeros((n_clips, 3), dtype=np.int64)
     start = int(rng.integers(0, n_clips))
@@ -215,7 +266,8 @@ def _hit_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
 def check_hit_at_1(fn: Callable[[np.ndarray, np.ndarray, int], float]) -> None:
     """Exercise 3.4: compare ``fn`` with :func:`hit_at_1` on 40 random videos."""
 
+    @functools.wraps(fn)  # messages name the learner's function and signature
     def as_float(gt: np.ndarray, pred: np.ndarray, min_score: int) -> float:
         return float(fn(gt, pred, min_score))  # accept True/False, 0/1 and 0-d arrays
 
-    check(as_float, hit_at_1, _hit_inputs, name="Exercise 3.4: hit_at_1", n=40)
+    check(as_float, hit_at_1, hit_at_1_inputs, name="Exercise 3.4: hit_at_1", n=40)

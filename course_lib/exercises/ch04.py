@@ -19,7 +19,7 @@ from course_lib.alignment import (
     append_balance_tokens,
     masked_attention,
 )
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 
 
 # ----------------------------------------------------------------------------- 4.1 balanced attention
@@ -46,8 +46,21 @@ def balanced_cross_attention(
     return out[:, 0], weights[:, 0]
 
 
-def _balanced_inputs(rng: np.random.Generator) -> dict:
-    """A small batch with padded words, sometimes a query of padding only, and 0-4 tokens."""
+def balanced_cross_attention_inputs(
+    seed: int = 0, trial: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of trial ``trial`` of Exercise 4.1: a small batch with padded words, sometimes a query
+    of padding only, and 0-4 balance tokens.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(video, text, text_mask, balance)``, the positional arguments of
+        ``balanced_cross_attention``.
+    """
+    rng = trial_rng(seed, trial)
     b, t, length = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(2, 6))
     d = int(rng.choice([4, 8]))
     n_balance = int(rng.choice([0, 1, 3, 4]))
@@ -59,12 +72,12 @@ def _balanced_inputs(rng: np.random.Generator) -> dict:
     # 2. features; padded words get large garbage so that forgetting the mask shows
     text = rng.normal(size=(b, length, d))
     text[~mask] = rng.normal(size=(int((~mask).sum()), d)) * 50.0
-    return {
-        "video": torch.tensor(rng.normal(size=(b, t, d)), dtype=torch.float32),
-        "text": torch.tensor(text, dtype=torch.float32),
-        "text_mask": torch.tensor(mask),
-        "balance": torch.tensor(rng.normal(size=(n_balance, d)), dtype=torch.float32),
-    }
+    return (
+        torch.tensor(rng.normal(size=(b, t, d)), dtype=torch.float32),  # video
+        torch.tensor(text, dtype=torch.float32),  # text
+        torch.tensor(mask),  # text_mask
+        torch.tensor(rng.normal(size=(n_balance, d)), dtype=torch.float32),  # balance
+    )
 
 
 def check_balanced_cross_attention(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -72,7 +85,7 @@ def check_balanced_cross_attention(fn: Callable[..., tuple[torch.Tensor, torch.T
     check(
         fn,
         balanced_cross_attention,
-        _balanced_inputs,
+        balanced_cross_attention_inputs,
         name="Exercise 4.1: balanced_cross_attention",
         n=30,
         atol=1e-5,
@@ -121,26 +134,39 @@ def _seeded_block(d: int, seed: int) -> AttentionBlock:
     return block
 
 
-def _cfc_inputs(rng: np.random.Generator) -> dict:
-    """Three distinct seeded sub-blocks and a padded batch of video clips and text tokens."""
+def cfc_forward_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 4.2: three distinct seeded sub-blocks and a padded
+    batch of video clips and text tokens.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(vt_block, tv_block, sa_block, video, video_mask, text, text_mask)``, the positional
+        arguments of ``cfc_forward``.
+    """
+    rng = trial_rng(seed, trial)
     b, t, length, d = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(2, 6)), 8
     seeds = rng.integers(0, 2**31, size=3)
     vmask = np.arange(t)[None] < rng.integers(1, t + 1, size=b)[:, None]
     tmask = np.arange(length)[None] < rng.integers(1, length + 1, size=b)[:, None]
     video = rng.normal(size=(b, t, d)) * vmask[..., None]  # padded positions are 0 (convention)
     text = rng.normal(size=(b, length, d)) * tmask[..., None]
-    return {
-        "vt_block": _seeded_block(d, int(seeds[0])),
-        "tv_block": _seeded_block(d, int(seeds[1])),
-        "sa_block": _seeded_block(d, int(seeds[2])),
-        "video": torch.tensor(video, dtype=torch.float32),
-        "video_mask": torch.tensor(vmask),
-        "text": torch.tensor(text, dtype=torch.float32),
-        "text_mask": torch.tensor(tmask),
-    }
+    return (
+        _seeded_block(d, int(seeds[0])),  # vt_block
+        _seeded_block(d, int(seeds[1])),  # tv_block
+        _seeded_block(d, int(seeds[2])),  # sa_block
+        torch.tensor(video, dtype=torch.float32),
+        torch.tensor(vmask),
+        torch.tensor(text, dtype=torch.float32),
+        torch.tensor(tmask),
+    )
 
 
 def check_cfc_forward(fn: Callable[..., tuple[torch.Tensor, ...]]) -> None:
     """Exercise 4.2: compare ``fn`` with :func:`cfc_forward` on 20 random batches and blocks."""
     with torch.no_grad():
-        check(fn, cfc_forward, _cfc_inputs, name="Exercise 4.2: cfc_forward", n=20, atol=1e-5)
+        check(
+            fn, cfc_forward, cfc_forward_inputs, name="Exercise 4.2: cfc_forward", n=20, atol=1e-5
+        )

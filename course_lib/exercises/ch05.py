@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from course_lib.alignment import CFCBlock, RecurrentAlignment
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.grounding import saliency_margin_loss
 
 
@@ -59,21 +59,30 @@ def _seeded_cfc(d: int, seed: int) -> CFCBlock:
     return block
 
 
-def _recurrent_inputs(rng: np.random.Generator) -> dict:
-    """A seeded CFC block, 1-4 turns and a padded batch (padded positions are 0)."""
+def recurrent_alignment_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 5.1: a seeded CFC block, 1-4 turns and a padded batch
+    (padded positions are 0).
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(cfc, n_turns, video, video_mask, text, text_mask)``, the positional arguments of
+        ``recurrent_alignment``.
+    """
+    rng = trial_rng(seed, trial)
     b, t, length, d = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(2, 6)), 8
     vmask = np.arange(t)[None] < rng.integers(1, t + 1, size=b)[:, None]
     tmask = np.arange(length)[None] < rng.integers(1, length + 1, size=b)[:, None]
-    return {
-        "cfc": _seeded_cfc(d, int(rng.integers(0, 2**31))),
-        "n_turns": int(rng.integers(1, 5)),
-        "video": torch.tensor(rng.normal(size=(b, t, d)) * vmask[..., None], dtype=torch.float32),
-        "video_mask": torch.tensor(vmask),
-        "text": torch.tensor(
-            rng.normal(size=(b, length, d)) * tmask[..., None], dtype=torch.float32
-        ),
-        "text_mask": torch.tensor(tmask),
-    }
+    return (
+        _seeded_cfc(d, int(rng.integers(0, 2**31))),  # cfc
+        int(rng.integers(1, 5)),  # n_turns
+        torch.tensor(rng.normal(size=(b, t, d)) * vmask[..., None], dtype=torch.float32),
+        torch.tensor(vmask),
+        torch.tensor(rng.normal(size=(b, length, d)) * tmask[..., None], dtype=torch.float32),
+        torch.tensor(tmask),
+    )
 
 
 def check_recurrent_alignment(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -82,7 +91,7 @@ def check_recurrent_alignment(fn: Callable[..., tuple[torch.Tensor, torch.Tensor
         check(
             fn,
             recurrent_alignment,
-            _recurrent_inputs,
+            recurrent_alignment_inputs,
             name="Exercise 5.1: recurrent_alignment",
             n=20,
             atol=1e-4,
@@ -113,8 +122,18 @@ def margin_loss(
     return saliency_margin_loss(scores, high_idx, low_idx, margin, valid)
 
 
-def _margin_inputs(rng: np.random.Generator) -> tuple:
-    """Scores with separated, violated and invalid pairs; sometimes no valid pair at all."""
+def margin_loss_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 5.2: scores with separated, violated and invalid pairs;
+    sometimes no valid pair at all.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(scores, high_idx, low_idx, margin, valid)``, the positional arguments of ``margin_loss``.
+    """
+    rng = trial_rng(seed, trial)
     b, t, p = int(rng.integers(1, 4)), int(rng.integers(3, 9)), int(rng.integers(1, 4))
     scores = rng.normal(size=(b, t))
     high = rng.integers(0, t, size=(b, p))
@@ -136,4 +155,4 @@ def _margin_inputs(rng: np.random.Generator) -> tuple:
 
 def check_margin_loss(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 5.2: compare ``fn`` with :func:`margin_loss` on 40 random inputs."""
-    check(fn, margin_loss, _margin_inputs, name="Exercise 5.2: margin_loss", n=40, atol=1e-5)
+    check(fn, margin_loss, margin_loss_inputs, name="Exercise 5.2: margin_loss", n=40, atol=1e-5)

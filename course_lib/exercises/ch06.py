@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.corpus import IndexConfig, SegmentIndex, choose_nprobe, merge_segments
 from course_lib.metrics.ndcg import ground_truth_moments, query_ndcg
 from course_lib.metrics.vcmr import rank_predictions
@@ -39,8 +39,19 @@ def merge_into_proposals(
     return [(p.vid, p.start, p.end, p.score) for p in props]
 
 
-def _segment_inputs(rng: np.random.Generator) -> tuple:
-    """Retrieved segments of 1-3 videos, shuffled, with holes of 0-3 segments and tied scores."""
+def merge_into_proposals_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 6.2: retrieved segments of 1-3 videos, shuffled, with
+    holes of 0-3 segments and tied scores.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(vids, starts, ends, scores, segment_len, max_gap)``, the positional arguments of
+        ``merge_into_proposals``.
+    """
+    rng = trial_rng(seed, trial)
     seg_len = float(rng.choice([2.0, 4.0, 6.0]))
     vids, starts, ends = [], [], []
     for v in range(int(rng.integers(1, 4))):
@@ -69,7 +80,7 @@ def check_merge_into_proposals(fn: Callable[..., list]) -> None:
     check(
         fn,
         merge_into_proposals,
-        _segment_inputs,
+        merge_into_proposals_inputs,
         name="Exercise 6.2: merge_into_proposals",
         n=40,
     )
@@ -100,8 +111,18 @@ def ndcg_at_k_iou(
     return query_ndcg(ranked, gt, (k,), iou_threshold)[0]
 
 
-def _ndcg_inputs(rng: np.random.Generator) -> tuple:
-    """One query: 1-6 GT moments in 1-3 videos and 0-15 unsorted predictions with tied scores."""
+def ndcg_at_k_iou_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 6.3: one query, 1-6 GT moments in 1-3 videos and 0-15
+    unsorted predictions with tied scores.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(predictions, moments, k, iou_threshold)``, the positional arguments of ``ndcg_at_k_iou``.
+    """
+    rng = trial_rng(seed, trial)
     n_videos = int(rng.integers(1, 4))
     moments = []
     for _ in range(int(rng.integers(1, 7))):
@@ -131,7 +152,7 @@ def _ndcg_inputs(rng: np.random.Generator) -> tuple:
 
 def check_ndcg_at_k_iou(fn: Callable[..., float]) -> None:
     """Exercise 6.3: compare ``fn`` with :func:`ndcg_at_k_iou` on 60 random queries."""
-    check(fn, ndcg_at_k_iou, _ndcg_inputs, name="Exercise 6.3: ndcg_at_k_iou", n=60)
+    check(fn, ndcg_at_k_iou, ndcg_at_k_iou_inputs, name="Exercise 6.3: ndcg_at_k_iou", n=60)
 
 
 # ----------------------------------------------------------------------------- 6.1 nprobe
@@ -151,8 +172,19 @@ def smallest_nprobe(
     return int(choose_nprobe(index, queries, target_recall, k, candidates)[0])
 
 
-def _nprobe_inputs(rng: np.random.Generator) -> tuple:
-    """A small IVF segment index (clustered vectors, set to nprobe=1) and queries near segments."""
+def smallest_nprobe_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 6.1: a small IVF segment index (clustered vectors, set
+    to nprobe=1) and queries near segments.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(index, queries, target_recall, k, candidates)``, the positional arguments of
+        ``smallest_nprobe``.
+    """
+    rng = trial_rng(seed, trial)
     dim, nlist = 16, int(rng.choice([8, 12, 16]))
     centres = rng.normal(size=(24, dim))
     feats = {}
@@ -169,4 +201,4 @@ def _nprobe_inputs(rng: np.random.Generator) -> tuple:
 
 def check_smallest_nprobe(fn: Callable[..., int]) -> None:
     """Exercise 6.1: compare ``fn`` with :func:`smallest_nprobe` on 12 random indexes."""
-    check(fn, smallest_nprobe, _nprobe_inputs, name="Exercise 6.1: smallest_nprobe", n=12)
+    check(fn, smallest_nprobe, smallest_nprobe_inputs, name="Exercise 6.1: smallest_nprobe", n=12)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import pandas as pd
 
-from course_lib.checks import check
+from course_lib.checks import check, trial_rng
 from course_lib.localisers import window_starts
 
 
@@ -30,8 +29,18 @@ def sliding_window_starts(n_clips: int, window: int, overlap: int) -> list[int]:
     return [int(a) for a in window_starts(n_clips, window, overlap)]
 
 
-def _window_inputs(rng: np.random.Generator) -> tuple[int, int, int]:
-    """Window 5-80 clips, overlap 0..window-1, and lengths at the awkward boundaries."""
+def sliding_window_starts_inputs(seed: int = 0, trial: int = 0) -> tuple[int, int, int]:
+    """Inputs of trial ``trial`` of Exercise 7.1: window 5-80 clips, overlap 0..window-1, and
+    lengths at the awkward boundaries.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(n_clips, window, overlap)``, the positional arguments of ``sliding_window_starts``.
+    """
+    rng = trial_rng(seed, trial)
     window = int(rng.integers(5, 81))
     overlap = int(rng.choice([0, window // 3, window - 1, int(rng.integers(0, window))]))
     stride = window - overlap
@@ -54,7 +63,7 @@ def check_sliding_window_starts(fn: Callable[..., list]) -> None:
     check(
         fn,
         sliding_window_starts,
-        _window_inputs,
+        sliding_window_starts_inputs,
         name="Exercise 7.1: sliding_window_starts",
         n=60,
     )
@@ -85,8 +94,18 @@ def top_k_hit_rate(results: pd.DataFrame, relevant: Mapping[str, set], k: int) -
     return hits / len(relevant)
 
 
-def _hit_rate_inputs(rng: np.random.Generator) -> tuple[pd.DataFrame, dict, int]:
-    """2-8 queries with 0-6 ranked results each (shuffled rows), plus an unevaluated query."""
+def top_k_hit_rate_inputs(seed: int = 0, trial: int = 0) -> tuple[pd.DataFrame, dict, int]:
+    """Inputs of trial ``trial`` of Exercise 7.2: 2-8 queries with 0-6 ranked results each (shuffled
+    rows), plus an unevaluated query.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(results, relevant, k)``, the positional arguments of ``top_k_hit_rate``.
+    """
+    rng = trial_rng(seed, trial)
     pool = [f"video{i}.mp4" for i in range(10)]
     rows, relevant = [], {}
     n_queries = int(rng.integers(2, 9))
@@ -107,4 +126,4 @@ def _hit_rate_inputs(rng: np.random.Generator) -> tuple[pd.DataFrame, dict, int]
 
 def check_top_k_hit_rate(fn: Callable[..., float]) -> None:
     """Exercise 7.2: compare ``fn`` with :func:`top_k_hit_rate` on 60 random result tables."""
-    check(fn, top_k_hit_rate, _hit_rate_inputs, name="Exercise 7.2: top_k_hit_rate", n=60)
+    check(fn, top_k_hit_rate, top_k_hit_rate_inputs, name="Exercise 7.2: top_k_hit_rate", n=60)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.checks import ExerciseError, check, compare
+from course_lib.checks import ExerciseError, check, compare, trial_rng
 
 
 def reference_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,8 @@ def unnormalised(a, b):
     return a @ b.T
 
 
-def make_inputs(rng):
+def make_inputs(seed=0, trial=0):
+    rng = trial_rng(seed, trial)
     n, m, d = rng.integers(2, 6), rng.integers(2, 6), rng.integers(3, 8)
     while m == n:
         m = rng.integers(2, 6)
@@ -48,7 +49,10 @@ def test_wrong_implementation_explains_itself(wrong, words):
     message = str(info.value)
     assert words in message
     assert "Exercise 0.1: cosine" in message
-    assert "trial 1" in message and "tensor(shape=" in message
+    assert "trial 0" in message and "tensor(shape=" in message
+    assert message.splitlines()[-1].endswith(
+        f"make_inputs(seed=0, trial=0); {wrong.__name__}(*args)"
+    )
 
 
 def test_stub_is_reported_not_failed(capsys):

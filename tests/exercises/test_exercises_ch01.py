@@ -124,10 +124,9 @@ def test_timestamps_checker_rejects(wrong):
 
 
 def test_timestamp_inputs_cover_edge_cases():
-    rng = np.random.default_rng(0)
     kinds = set()
-    for _ in range(20):
-        duration, clip_len, _k = ch01._timestamp_inputs(rng)
+    for trial in range(20):  # the 20 trials of the checker
+        duration, clip_len, _k = ch01.clip_timestamps_inputs(seed=0, trial=trial)
         ratio = duration / clip_len
         kinds.add("short" if ratio < 1 else "whole" if ratio == round(ratio) else "partial")
     assert kinds == {"short", "whole", "partial"}
@@ -194,7 +193,7 @@ def test_pool_checker_rejects(wrong):
 
 
 def test_pool_inputs_have_masked_and_empty_clips():
-    feats, index, mask, n_clips = ch01._pool_inputs(np.random.default_rng(1))
+    feats, index, mask, n_clips = ch01.pool_clip_features_inputs(seed=1)
     valid = torch.zeros(n_clips).index_add_(0, index, mask.float())
     assert valid[0] == 0 and (index == 0).sum() >= 2  # frames, all masked
     assert not (index == n_clips - 1).any()  # no frames at all

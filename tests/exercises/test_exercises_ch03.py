@@ -56,9 +56,11 @@ def test_iou_checker_rejects(wrong):
 
 
 def test_iou_inputs_cover_edge_cases():
-    rng = np.random.default_rng(0)
     ious = np.concatenate(
-        [ch03.temporal_iou_matrix(*ch03._iou_inputs(rng)).ravel() for _ in range(30)]
+        [
+            ch03.temporal_iou_matrix(*ch03.temporal_iou_matrix_inputs(seed=0, trial=t)).ravel()
+            for t in range(30)
+        ]
     )
     assert (ious == 0).any() and (ious == 1).any() and ((ious > 0) & (ious < 1)).any()
 
@@ -98,8 +100,7 @@ def test_ap_checker_rejects(wrong):
 
 
 def test_ap_inputs_cover_edge_cases():
-    rng = np.random.default_rng(0)
-    inputs = [ch03._ap_inputs(rng) for _ in range(40)]
+    inputs = [ch03.average_precision_at_inputs(seed=0, trial=t) for t in range(40)]
     n_preds = [len(p) for _, p, _ in inputs]
     assert 0 in n_preds and max(n_preds) > 10
     assert any(len(np.unique(p[:, 2])) < len(p) for _, p, _ in inputs)  # tied scores
@@ -160,10 +161,9 @@ def test_assignment_cost_messages():
 
 def test_assignment_inputs_have_ties():
     # integer costs: some matrices have several optimal assignments, and the check still passes
-    rng = np.random.default_rng(0)
     n_optimal = []
-    for _ in range(25):
-        cost = ch03._assignment_inputs(rng)
+    for trial in range(25):
+        (cost,) = ch03.best_assignment_inputs(seed=0, trial=trial)
         n = cost.shape[0]
         best = ch03.optimal_assignment_cost(cost)
         perms = itertools.permutations(range(n))

@@ -66,13 +66,11 @@ def test_balanced_attention_checker_rejects(wrong):
 
 
 def test_balanced_inputs_cover_edge_cases():
-    import numpy as np
-
-    cases = [ch04._balanced_inputs(np.random.default_rng([0, i])) for i in range(30)]
-    assert any(len(c["balance"]) == 0 for c in cases)
-    assert any(not c["text_mask"][0].any() for c in cases)  # a query of padding only
-    assert any((~c["text_mask"]).any() and c["text_mask"].any() for c in cases)
-    _, weights = ch04.balanced_cross_attention(**cases[0])
+    cases = [ch04.balanced_cross_attention_inputs(seed=0, trial=i) for i in range(30)]
+    assert any(len(balance) == 0 for _, _, _, balance in cases)
+    assert any(not mask[0].any() for _, _, mask, _ in cases)  # a query of padding only
+    assert any((~mask).any() and mask.any() for _, _, mask, _ in cases)
+    _, weights = ch04.balanced_cross_attention(*cases[0])
     assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]))
 
 
@@ -133,12 +131,10 @@ def test_cfc_checker_rejects(wrong):
 
 
 def test_cfc_inputs_do_not_touch_the_global_rng():
-    import numpy as np
-
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    ch04._cfc_inputs(np.random.default_rng(0))
+    ch04.cfc_forward_inputs(seed=0, trial=0)
     assert torch.equal(torch.rand(3), expected)
 
 

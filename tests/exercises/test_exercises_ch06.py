@@ -97,7 +97,7 @@ def test_ndcg_reference_equals_library_metric():
     The exercise ranks the predictions by score, the library's ``rank_by_score`` option.
     """
     for trial in range(40):
-        preds, moments, k, thr = ch06._ndcg_inputs(np.random.default_rng([1, trial]))
+        preds, moments, k, thr = ch06.ndcg_at_k_iou_inputs(seed=1, trial=trial)
         query = {
             "qid": 0,
             "query": "q",
