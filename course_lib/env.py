@@ -198,7 +198,7 @@ def data_dir() -> Path:
     if root is None:
         raise FileNotFoundError(
             "course data/ directory not found: install the course in editable "
-            "mode from its checkout (pip install -e .)"
+            "mode from its checkout (pip install -e '.[notebooks,faiss-cpu]')"
         )
     return root / "data"
 
