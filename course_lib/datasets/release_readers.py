@@ -327,6 +327,38 @@ def _refuse_empty(path: Path, items: list) -> None:
         raise DataValidationError(f"{path}: no records (the file is empty)")
 
 
+def _read_checked_lines(
+    p: Path, id_field: str, parse: Callable[[object, str, _Clipped], dict]
+) -> list[dict]:
+    """Every line of a jsonl release parsed and checked, ids unique, clipped windows warned once.
+
+    Args:
+        p: the file.
+        id_field: the release's name of the id field (for messages).
+        parse: ``(line object, "file: line N", clipped-window tally) -> record`` with a ``qid``.
+
+    Returns:
+        The records in file order.
+
+    Raises:
+        DataValidationError: a bad line (from ``parse``), a repeated or mixed-kind id, or an empty
+            file.
+    """
+    clipped, ids, records = _Clipped(), _Ids(id_field), []
+    # 1. one record per line, each checked; ids unique and of one kind
+    for lineno, obj in iter_jsonl(p):
+        where = f"{p}: line {lineno}"
+        record = parse(obj, where, clipped)
+        ids.add(
+            record["qid"], f"{where} ({id_field}={short_repr(record['qid'])})", f"line {lineno}"
+        )
+        records.append(record)
+    # 2. something read; one warning for all the clipped windows
+    _refuse_empty(p, records)
+    clipped.warn(p)
+    return records
+
+
 # ----------------------------------------------------------------------------- MR-only releases
 def mr_dataset(dataset: str | None, path: str | Path | None = None) -> MRDataset:
     """The MR-only release a name (or alias), else a lighthouse file name, stands for.
@@ -421,17 +453,9 @@ def read_mr_release(path: str | Path, dataset: str | None = None) -> list[dict]:
     """
     p = Path(path)
     info = mr_dataset(dataset, p)
-    clipped, ids, records = _Clipped(), _Ids("qid"), []
-    # 1. one record per line, each checked; ids unique and of one kind
-    for lineno, obj in iter_jsonl(p):
-        where = f"{p}: line {lineno}"
-        record = _mr_record(obj, where, info, clipped)
-        ids.add(record["qid"], f"{where} (qid={short_repr(record['qid'])})", f"line {lineno}")
-        records.append(record)
-    # 2. something read; one warning for all the clipped windows
-    _refuse_empty(p, records)
-    clipped.warn(p)
-    return records
+    return _read_checked_lines(
+        p, "qid", lambda obj, where, clipped: _mr_record(obj, where, info, clipped)
+    )
 
 
 def is_mr_only(record: Mapping) -> bool:
@@ -634,16 +658,9 @@ def read_tvr_release(path: str | Path, videos: Mapping[str, float] | None = None
     """
     p = Path(path)
     table = _Videos(videos, "the video table given")
-    clipped, ids, queries = _Clipped(), _Ids("desc_id"), []
-    # 1. one query per line, each checked; ids unique and of one kind
-    for lineno, obj in iter_jsonl(p):
-        where = f"{p}: line {lineno}"
-        query = _tvr_query(obj, where, table, clipped)
-        ids.add(query["qid"], f"{where} (desc_id={short_repr(query['qid'])})", f"line {lineno}")
-        queries.append(query)
-    # 2. something read; one warning for all the clipped windows
-    _refuse_empty(p, queries)
-    clipped.warn(p)
+    queries = _read_checked_lines(
+        p, "desc_id", lambda obj, where, clipped: _tvr_query(obj, where, table, clipped)
+    )
     return table.corpus(queries)
 
 
