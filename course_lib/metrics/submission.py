@@ -127,8 +127,16 @@ def _check_gt_saliency(rec: Mapping, qid: Any, n_clips: int) -> None:
     """relevant_clip_ids inside the video, one triple of ints 0-4 per clip id."""
     ids, scores = rec.get("relevant_clip_ids"), rec.get("saliency_scores")
     if ids is None or scores is None:
+        # records of MR-only releases (Charades-STA, ActivityNet Captions, TaCoS) say what they are
+        hint = (
+            f"; it is an MR-only record of the {rec.get('dataset', '?')} release: score it with "
+            "course_lib.metrics.grounding.eval_grounding (R@K at IoU, mIoU)"
+            if rec.get("mr_only")
+            else ""
+        )
         raise MetricInputError(
-            f"ground truth qid {qid!r} lacks relevant_clip_ids/saliency_scores (needed for highlights)"
+            f"ground truth qid {qid!r} lacks relevant_clip_ids/saliency_scores (needed for "
+            f"highlights){hint}"
         )
     if len(ids) != len(scores):
         raise MetricInputError(

@@ -436,3 +436,15 @@ def test_grounding_r1_is_lighthouse_r1_and_bad_input_is_refused():
         eval_grounding(submission, gt, convention="tvr")
     with pytest.raises(MetricInputError, match="ks must be ints >= 1"):
         eval_grounding(submission, gt, ks=(0,))
+
+
+def test_official_metrics_name_an_mr_only_record(tmp_path):
+    from course_lib.errors import MetricInputError
+    from course_lib.metrics import eval_qvhighlights
+
+    record = {"qid": 3, "query": "a person opens a door", "vid": "AO8RW", "duration": 30.0,
+              "relevant_windows": [[2.0, 8.0]], "dataset": "charades", "mr_only": True}  # fmt: skip
+    prediction = {"qid": 3, "query": record["query"], "vid": "AO8RW",
+                  "pred_relevant_windows": [[2.0, 8.0, 1.0]], "pred_saliency_scores": [0.0] * 15}  # fmt: skip
+    with pytest.raises(MetricInputError, match="MR-only record of the charades release.*eval_grounding"):
+        eval_qvhighlights([prediction], [record])
