@@ -112,7 +112,7 @@ def _opened_input(p: Path, timeout_s: float | None) -> Iterator:
             ) from exc
         except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
             raise VideoReadError(
-                f"cannot open {p} as a video ({type(exc).__name__}: {exc})"
+                f"cannot open {p} as a video ({type(exc).__name__}: {_ffmpeg_reason(exc)})"
             ) from exc
         # 2. refuse what FFmpeg opens but is no video
         try:
@@ -125,6 +125,12 @@ def _opened_input(p: Path, timeout_s: float | None) -> Iterator:
             yield container
         finally:
             container.close()
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's reason without the input's name (a handle's name is its descriptor number)."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason) if reason else str(exc)
 
 
 def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
