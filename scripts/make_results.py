@@ -181,23 +181,28 @@ def relative(path: Path, data_dir: Path) -> str:
     return "data/" + path.relative_to(data_dir).as_posix()
 
 
-def tiny_clip_digest(data_dir: Path) -> str | None:
-    """The SHA256 of the committed tiny CLIP, from its manifest ``tiny_clip.sha256``.
+#: the committed encoders whose clip features the results read, by checkpoint file
+COMMITTED_ENCODERS = {"tiny_clip.safetensors": "tiny CLIP", "video_clip.safetensors": "video encoder"}
+
+
+def committed_digest(data_dir: Path, checkpoint: str) -> str | None:
+    """The SHA256 of a committed checkpoint, from its manifest (``X.sha256``).
 
     Args:
         data_dir: the data directory.
+        checkpoint: the file name, e.g. ``tiny_clip.safetensors``.
 
     Returns:
         The hex digest, or None when the manifest is missing or malformed.
     """
     try:
-        return read_manifest(data_dir / "tiny_clip.safetensors")
+        return read_manifest(data_dir / checkpoint)
     except CheckpointError:
         return None
 
 
 def weights_of(identity: str) -> str:
-    """The tiny-CLIP weights hash (first 16 hex digits) in a feature identity or a CSV cell.
+    """The encoder weights hash (first 16 hex digits) in a feature identity or a CSV cell.
 
     Args:
         identity: ``name|sha256|size`` as COREBA jsons store it, or a bare (prefix of a) hash.
@@ -235,7 +240,7 @@ def header_section() -> str:
 
 
 def weights_rows(data_dir: Path, runs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """The tiny-CLIP weights every result file says it was computed with.
+    """The encoder weights every result file says it was computed with.
 
     Args:
         data_dir: the data directory.
@@ -265,21 +270,20 @@ def provenance_section(data_dir: Path, runs: dict[str, dict[str, Any]]) -> str:
     Returns:
         Markdown text.
     """
-    digest = tiny_clip_digest(data_dir)
-    committed = digest[:16] if digest else None
-    rows = [
-        [name, f"`{weights}`", MISSING if committed is None else fmt(weights == committed)]
-        for name, weights in weights_rows(data_dir, runs)
-    ]
-    table = markdown_table(["file", "tiny-CLIP weights", "committed tiny CLIP"], rows, left=3)
+    digests = {name: committed_digest(data_dir, file) for file, name in COMMITTED_ENCODERS.items()}
+    committed = {digest[:16]: name for name, digest in digests.items() if digest}
+    rows = [[name, f"`{weights}`", committed.get(weights, "no")]
+            for name, weights in weights_rows(data_dir, runs)]  # fmt: skip
+    table = markdown_table(["file", "encoder weights", "committed encoder"], rows, left=3)
+    found = ", ".join(f"{name} `{digest[:16]}`" if digest else f"{name} not found"
+                      for name, digest in digests.items())  # fmt: skip
     return "\n".join(
         [
-            "## Which tiny CLIP the results used",
+            "## Which encoder the results used",
             "",
-            "Every later result reads clip features of the tiny CLIP. Weights are named by the "
-            "first 16 hex digits of their SHA256; the last column compares them with "
-            "`data/tiny_clip.sha256` (the committed `data/tiny_clip.safetensors`"
-            + (f", `{committed}`)." if committed else ", not found)."),
+            "Every later result reads clip features of a committed encoder. Weights are named by the "
+            "first 16 hex digits of their SHA256; the last column names the committed checkpoint "
+            f"they match (`data/tiny_clip.sha256`, `data/video_clip.sha256`: {found}), or says no.",
             "",
             table,
             "",
@@ -420,7 +424,7 @@ def metric(run: dict[str, Any], block: str, name: str) -> float:
     Returns:
         Its value, NaN when the file does not record it.
     """
-    value = run.get(block, {}).get(name)
+    value = (run.get(block) or {}).get(name)  # a block recorded as null: not measured
     return math.nan if value is None else float(value)
 
 
@@ -472,7 +476,7 @@ def setup_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         field("train_seconds (last call)", lambda r: r.get("train_seconds")),
         field("run_seconds (whole run)", lambda r: r.get("run_seconds")),
         field("train_cpu_seconds (last call)", lambda r: r.get("train_cpu_seconds")),
-        field("tiny-CLIP weights", lambda r: weights_of(r.get("clip_identity") or "") or None),
+        field("encoder weights", lambda r: weights_of(r.get("clip_identity") or "") or None),
     ]  # fmt: skip
 
 
@@ -510,7 +514,7 @@ def run_detail(name: str, run: dict[str, Any]) -> str:
     Returns:
         Markdown text: a heading, the table and its source line.
     """
-    blocks = [block for block in BLOCK_TITLES if block in run]
+    blocks = [block for block in BLOCK_TITLES if run.get(block) is not None]  # null: not measured
     table = markdown_table(["metric"] + [BLOCK_TITLES[b] for b in blocks], metric_rows(run, blocks))
     command = (run.get("command") or "").strip() or None
     return "\n".join(
