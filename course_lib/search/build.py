@@ -679,13 +679,10 @@ def encoder_from_spec(spec: str, **kwargs):
         CheckpointError: a committed checkpoint is missing or fails its hash check.
     """
     from course_lib.clip import ClipEncoder
+    from course_lib.clip.clip_encoder import COMMITTED_ENCODERS, committed_encoder
 
-    if spec == "tiny":
-        return ClipEncoder.tiny(**kwargs)
-    if spec == "video":
-        from course_lib.clip.clip_encoder import VideoClipEncoder
-
-        return VideoClipEncoder.committed(**kwargs)
+    if spec in COMMITTED_ENCODERS:  # "tiny" / "video": the committed checkpoints
+        return committed_encoder(spec, **kwargs)
     name, _, weights = spec.partition(":")
     return ClipEncoder.pretrained(name, weights or "openai", **kwargs)
 
