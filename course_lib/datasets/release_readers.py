@@ -88,7 +88,7 @@ from typing import Any
 
 from course_lib.datasets.records import is_int, is_number, iter_jsonl
 from course_lib.datasets.safe_read import read_json_file, short_repr
-from course_lib.datasets.validate import MAX_SCORE, text_problem
+from course_lib.datasets.validate import MAX_SCORE, text_problem, value_for_message
 from course_lib.errors import DataValidationError, MetricInputError
 
 #: The fields of one line of lighthouse's Charades-STA / ActivityNet / TaCoS files, all required.
@@ -151,13 +151,6 @@ def _error(where: str, name: str, problem: str) -> DataValidationError:
     return DataValidationError(f"{where}: field '{name}': {problem}")
 
 
-def _value(value: Any) -> str:
-    """A bad value for a message, its type shown where the repr hides it (``3.0 (a float)``)."""
-    if isinstance(value, (bool, float)):
-        return f"{value!r} (a {type(value).__name__})"
-    return short_repr(value)
-
-
 def _check_keys(
     obj: Any,
     where: str,
@@ -178,9 +171,11 @@ def _check_keys(
         DataValidationError: naming the first missing field, or the unknown ones.
     """
     if not isinstance(obj, dict) and prefix:
-        raise _error(where, prefix.rstrip("."), f"expected a JSON object, got {_value(obj)}")
+        raise _error(
+            where, prefix.rstrip("."), f"expected a JSON object, got {value_for_message(obj)}"
+        )
     if not isinstance(obj, dict):
-        raise DataValidationError(f"{where}: expected a JSON object, got {_value(obj)}")
+        raise DataValidationError(f"{where}: expected a JSON object, got {value_for_message(obj)}")
     missing = [k for k in required if k not in obj]
     if missing:
         raise _error(where, f"{prefix}{missing[0]}", "missing")
@@ -200,7 +195,9 @@ def _ident(value: Any, where: str, name: str) -> int | str:
         return int(value)
     if isinstance(value, str) and value.strip():
         return value
-    raise _error(where, name, f"expected an int or a non-empty string, got {_value(value)}")
+    raise _error(
+        where, name, f"expected an int or a non-empty string, got {value_for_message(value)}"
+    )
 
 
 def _text(value: Any, where: str, name: str) -> str:
@@ -214,14 +211,16 @@ def _text(value: Any, where: str, name: str) -> str:
 def _video_name(value: Any, where: str, name: str) -> str:
     """A video name: a non-empty string."""
     if not isinstance(value, str) or not value.strip():
-        raise _error(where, name, f"expected a non-empty string, got {_value(value)}")
+        raise _error(where, name, f"expected a non-empty string, got {value_for_message(value)}")
     return value
 
 
 def _duration(value: Any, where: str, name: str) -> float:
     """A duration in seconds: a positive finite number."""
     if not is_number(value) or float(value) <= 0:
-        raise _error(where, name, f"expected a positive finite number, got {_value(value)}")
+        raise _error(
+            where, name, f"expected a positive finite number, got {value_for_message(value)}"
+        )
     return float(value)
 
 
@@ -272,7 +271,11 @@ def _window(value: Any, duration: float, where: str, name: str, clipped: _Clippe
     """
     # 1. two finite numbers
     if not isinstance(value, list) or len(value) != 2 or not all(is_number(x) for x in value):
-        raise _error(where, name, f"expected [start, end], two finite numbers, got {_value(value)}")
+        raise _error(
+            where,
+            name,
+            f"expected [start, end], two finite numbers, got {value_for_message(value)}",
+        )
     start, end = float(value[0]), float(value[1])
     # 2. inside the video's start, in order
     if start < 0:
@@ -415,7 +418,7 @@ def _mr_record(obj: Any, where: str, info: MRDataset, clipped: _Clipped) -> dict
         raise _error(
             where,
             "relevant_windows",
-            f"expected a non-empty list of [start, end], got {_value(windows)}",
+            f"expected a non-empty list of [start, end], got {value_for_message(windows)}",
         )
     kept = [
         _window(w, duration, where, f"relevant_windows[{j}]", clipped)
@@ -619,7 +622,9 @@ def _tvr_query(obj: Any, where: str, videos: _Videos, clipped: _Clipped) -> dict
     # 3. the query type
     if obj["type"] not in TVR_TYPES:
         raise _error(
-            where, "type", f"expected one of {', '.join(TVR_TYPES)}, got {_value(obj['type'])}"
+            where,
+            "type",
+            f"expected one of {', '.join(TVR_TYPES)}, got {value_for_message(obj['type'])}",
         )
     # 4. the one moment: its video, the corpus's duration of it, the window clipped to it
     vid = _video_name(obj["vid_name"], where, "vid_name")
@@ -692,7 +697,9 @@ def _relevance(moment: dict, where: str, name: str, default: float | None) -> in
         return default
     value = moment["relevance"]
     if not is_number(value) or not 0 <= value <= MAX_SCORE:
-        raise _error(where, name, f"expected a number in 0-{MAX_SCORE}, got {_value(value)}")
+        raise _error(
+            where, name, f"expected a number in 0-{MAX_SCORE}, got {value_for_message(value)}"
+        )
     return int(value) if is_int(value) else float(value)
 
 
@@ -734,7 +741,7 @@ def _ranking_query(obj: Any, where: str, rules: _RankingRules) -> dict:
     text = _text(obj["query"], where, "query")
     moments = obj["relevant_moment"]
     if not isinstance(moments, list):
-        raise _error(where, "relevant_moment", f"expected a list, got {_value(moments)}")
+        raise _error(where, "relevant_moment", f"expected a list, got {value_for_message(moments)}")
     relevant = [
         _ranking_moment(m, where, f"relevant_moment[{j}].", rules) for j, m in enumerate(moments)
     ]
@@ -811,7 +818,9 @@ def read_tvr_ranking(
         where = f"{p}: {label}"
         # 1. the file's form, told by its first object: queries or single pairs
         if not isinstance(obj, dict):
-            raise DataValidationError(f"{where}: expected a JSON object, got {_value(obj)}")
+            raise DataValidationError(
+                f"{where}: expected a JSON object, got {value_for_message(obj)}"
+            )
         kind = "query" if "relevant_moment" in obj else "pair"
         form = form or (kind, label)
         if kind != form[0]:

@@ -123,7 +123,7 @@ def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> lis
     """Types of the id, text, vid and duration fields (when present)."""
     errors = []
     if id_key is not None and id_key in record and not is_int(record[id_key]):
-        errors.append(f"field '{id_key}': expected int, got {_value(record[id_key])}")
+        errors.append(f"field '{id_key}': expected int, got {value_for_message(record[id_key])}")
     if text_key is not None and text_key in record and text_problem(record[text_key]):
         errors.append(
             f"field '{text_key}': expected a non-empty string, got {short_repr(record[text_key])}"
@@ -132,11 +132,13 @@ def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> lis
         errors.append(f"field 'vid': expected a non-empty string, got {short_repr(record['vid'])}")
     dur = record.get("duration", 1.0)
     if not is_number(dur) or float(dur) <= 0:
-        errors.append(f"field 'duration': expected a positive finite number, got {_value(dur)}")
+        errors.append(
+            f"field 'duration': expected a positive finite number, got {value_for_message(dur)}"
+        )
     return errors
 
 
-def _value(value) -> str:
+def value_for_message(value) -> str:
     """A bad value for a message: its (capped) repr, with its type where the repr hides it."""
     if isinstance(value, (bool, float)):  # True is not an int here, nor is 3.0
         return f"{value!r} (a {type(value).__name__})"
@@ -160,7 +162,7 @@ def _int_list_error(values, field: str) -> str | None:
         return f"field '{field}': expected a list of ints, got {short_repr(values)}"
     for j, x in enumerate(items):
         if not is_int(x):
-            return f"field '{field}': expected a list of ints, item {j} is {_value(x)}"
+            return f"field '{field}': expected a list of ints, item {j} is {value_for_message(x)}"
     return None
 
 
@@ -408,7 +410,7 @@ def _corpus_moment_errors(moment, table: dict[str, float], field: str) -> list[s
     errors += _one_window_errors(moment["window"], dur, f"{field}.window")
     if not is_int(rel) or not 0 <= rel <= MAX_SCORE:
         errors.append(
-            f"field '{field}.relevance': expected an int 0-{MAX_SCORE}, got {_value(rel)}"
+            f"field '{field}.relevance': expected an int 0-{MAX_SCORE}, got {value_for_message(rel)}"
         )
     return errors
 
