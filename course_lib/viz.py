@@ -55,6 +55,7 @@ def plot_video_strip(
     ax=None,
     max_frames: int = 12,
     title: str | None = None,
+    predicted: list | None = None,
 ):
     """A strip of video frames above a timeline with query windows and saliency.
 
@@ -69,6 +70,8 @@ def plot_video_strip(
             figure is made when ``None``.
         max_frames: At most this many evenly spaced frames are shown.
         title: Optional title above the strip.
+        predicted: Optional predicted windows ``[[st, ed], ...]`` in seconds, drawn as red bars
+            at the top of the timeline (the ground-truth ``windows`` are shaded green).
 
     Returns:
         The matplotlib ``Figure``.
@@ -97,14 +100,18 @@ def plot_video_strip(
         + float(np.diff(timestamps).mean() if len(timestamps) > 1 else 1.0) / 2,
         1e-6,
     )
-    for st, ed in windows or []:
-        tl.axvspan(st, ed, color="tab:green", alpha=0.35, lw=0)
+    for k, (st, ed) in enumerate(windows or []):
+        tl.axvspan(st, ed, color="tab:green", alpha=0.35, lw=0, label="ground truth" if k == 0 else None)
+    for k, (st, ed) in enumerate(predicted or []):
+        tl.hlines(1.0, st, ed, color="tab:red", lw=4, label="predicted" if k == 0 else None)
     tl.plot(timestamps[keep], np.zeros(len(keep)), "|", color="k", ms=6)
     if saliency is not None:
         xs, ys = _saliency_xy(saliency, timestamps)
         tl.plot(xs, ys / max(ys.max(), 1e-9), color="tab:orange", lw=1.2, label="saliency")
     tl.set_xlim(0, end)
-    tl.set_ylim(-0.1, 1.1)
+    tl.set_ylim(-0.1, 1.15)
+    if predicted:  # three kinds of marks: say which is which, outside the timeline
+        tl.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     tl.set_yticks([])
     tl.set_xlabel("time (s)", fontsize=8)
     tl.tick_params(labelsize=7)

@@ -1,16 +1,16 @@
 """Evaluate a COREBA toy checkpoint on a fresh draw of toy test videos, next to the baseline.
 
-The checkpoint's json records which encoder and feature kind it was trained on (``encoder``:
-``tiny`` when absent, ``video_features``); the same features are computed for
+The checkpoint's json records which encoder it was trained on (``encoder``: ``tiny`` when
+absent); the same features are computed for
 ``toyworld.moment_records("test", --videos, seed=--seed)`` and both the model and the chapter-3
 training-free baseline are scored with the official brief QVHighlights metrics. A checkpoint
 trained on other features is refused (``load_toy_checkpoint``).
 
     python scripts/eval_coreba.py --seed 1 --videos 60                  # data/coreba_toy
-    python scripts/eval_coreba.py --checkpoint data/coreba_toy_motion --seed 2 --json
+    python scripts/eval_coreba.py --checkpoint runs/my_coreba --seed 2 --json
 
 With ``--json`` the last printed line is one JSON object: ``{"checkpoint", "seed", "videos",
-"queries", "encoder", "features", "model": {...}, "baseline": {...}}``.
+"queries", "encoder", "model": {...}, "baseline": {...}}``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def evaluate_checkpoint(stem: Path, seed: int, videos: int, cache: Path | None) 
         cache: feature cache root (None: the default).
 
     Returns:
-        ``{"queries", "encoder", "features", "model": brief metrics, "baseline": brief metrics}``.
+        ``{"queries", "encoder", "model": brief metrics, "baseline": brief metrics}``.
 
     Raises:
         SystemExit: the checkpoint is missing or was trained on other features.
@@ -62,22 +62,21 @@ def evaluate_checkpoint(stem: Path, seed: int, videos: int, cache: Path | None) 
     from course_lib.toyworld import moment_records
     from course_lib.training.checkpoint import read_checkpoint_info
 
-    # 1. the encoder and feature kind the checkpoint was trained on
+    # 1. the encoder the checkpoint was trained on
     info = read_checkpoint_info(stem)
-    encoder_name, kind = info.get("encoder", "tiny"), info.get("video_features", "clip")
+    encoder_name = info.get("encoder", "tiny")
     encoder = committed_encoder(encoder_name, device="cpu", progress=False)
     # 2. the same features for a fresh draw of test videos; the checkpoint must fit them
     records = moment_records("test", videos, seed=seed)
-    features = toy_features(encoder, records, kind, cache_root=cache)
+    features = toy_features(encoder, records, cache_root=cache)
     loaded = load_toy_checkpoint(features, stem=stem)
     if loaded is None:
-        raise SystemExit(f"{stem} does not fit the {encoder_name} encoder's {kind} features")
+        raise SystemExit(f"{stem} does not fit the features of the {encoder_name} encoder")
     # 3. both methods, scored with the official brief metrics
     model, _ = loaded
     return {
         "queries": len(records),
         "encoder": encoder_name,
-        "features": kind,
         "model": model_brief(model, records, features, toy_train_config()),
         "baseline": baseline_brief(records, features),
     }
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = args.checkpoint or data_dir() / "coreba_toy"
     result = evaluate_checkpoint(stem, args.seed, args.videos, args.cache)
     print(f"{stem.name}: toy test seed {args.seed}, {args.videos} videos, {result['queries']} "
-          f"queries, {result['encoder']} encoder, {result['features']} features")  # fmt: skip
+          f"queries, {result['encoder']} encoder")  # fmt: skip
     for name in ("model", "baseline"):
         print(f"  {name:<9}" + "  ".join(f"{k} {result[name][k]:6.2f}" for k in SHOWN))
     if args.json:

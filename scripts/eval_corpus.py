@@ -1,7 +1,7 @@
 """Corpus moment retrieval on the toy corpus (chapter 6): segment-only vs two-stage vs exhaustive.
 
-On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with the clip features of the frame
-CLIP (``--encoder video``: chapter 1's video encoder; cached through
+On ``toyworld.corpus("test", N)`` (default N = 2,000 videos) with the clip features of chapter 1's
+video encoder (``--encoder tiny``: the frame CLIP; cached through
 :class:`course_lib.clip.FeatureCache`), evaluates three pipelines
 (:mod:`course_lib.experiments.ch06_corpus_eval`):
 
@@ -65,9 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--encoder",
         choices=("tiny", "video"),
-        default="tiny",
-        help="clip features of the frame CLIP (the committed results) or of chapter 1's video "
-        "encoder (4 frames per clip)",
+        default="video",
+        help="clip features of chapter 1's video encoder (4 frames per clip; the committed "
+        "results) or of the frame CLIP (one frame per clip)",
     )
     p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw"), default="flat")
     p.add_argument("--seed", type=int, default=0, help="corpus and query-subsample seed")

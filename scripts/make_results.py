@@ -45,8 +45,7 @@ MISSING = "—"
 #: The metrics of the chapter-5 headline table.
 HEADLINE_METRICS = ("MR-full-mAP", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1")
 #: Columns of the chapter-5 headline table.
-HEADLINE_HEADER = ("file", "features", "metric", "COREBA test", "baseline test", "difference",
-                   "moving-view baseline test", "difference")  # fmt: skip
+HEADLINE_HEADER = ("file", "encoder", "metric", "COREBA test", "baseline test", "difference")
 #: Indexes of index_scale.csv that are exact references, not approximate indexes.
 EXACT_INDEXES = ("dense_numpy", "dense_torch", "flat")
 #: Recall@100 an approximate index must reach to count (the chapter-6 target).
@@ -388,16 +387,16 @@ def video_clip_lines(data_dir: Path) -> list[str]:
 # --- chapter 5 -------------------------------------------------------------------------------
 
 
-def features_of(run: dict[str, Any]) -> str:
-    """The video features a COREBA checkpoint was trained on.
+def encoder_of(run: dict[str, Any]) -> str:
+    """The committed encoder whose clip features a COREBA checkpoint was trained on.
 
     Args:
         run: a decoded ``coreba_toy*.json``.
 
     Returns:
-        Its ``video_features`` (e.g. ``clip+motion``), ``clip`` when the file records none.
+        Its ``encoder`` (``video`` or ``tiny``), ``tiny`` when the file records none.
     """
-    return run.get("video_features") or run.get("sizes", {}).get("features") or "clip"
+    return run.get("encoder") or "tiny"
 
 
 def load_runs(data_dir: Path) -> dict[str, dict[str, Any]]:
@@ -442,11 +441,9 @@ def headline_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         for key in HEADLINE_METRICS:
             model = metric(run, "test_metrics", key)
             base = metric(run, "baseline_test_metrics", key)
-            moving = metric(run, "baseline_moving_view_test_metrics", key)
             rows.append(
-                [f"`{name}`", features_of(run), key, fmt(model), fmt(base), signed(model - base),
-                 fmt(moving), signed(model - moving)]
-            )  # fmt: skip
+                [f"`{name}`", encoder_of(run), key, fmt(model), fmt(base), signed(model - base)]
+            )
     return rows
 
 
@@ -464,7 +461,7 @@ def setup_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         return [label] + [fmt(get(run), digits) for run in runs.values()]
 
     return [
-        field("features", features_of),
+        field("encoder", encoder_of),
         *[field(f"{split} videos", lambda r, s=split: r.get("sizes", {}).get(f"{s}_videos"))
           for split in ("train", "val", "test")],
         *[field(f"{split} queries", lambda r, s=split: r.get("n_queries", {}).get(s))
@@ -473,8 +470,8 @@ def setup_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         field("selected epoch (0-based, on val)", lambda r: r.get("epoch")),
         field("parameters", lambda r: r.get("parameters")),
         field("torch threads", lambda r: r.get("torch_threads")),
-        field("train_seconds (last call)", lambda r: r.get("train_seconds")),
-        field("run_seconds (whole run)", lambda r: r.get("run_seconds")),
+        field("train seconds (whole run)", lambda r: r.get("train_seconds")),
+        field("seconds of the last call", lambda r: r.get("call_seconds")),
         field("train_cpu_seconds (last call)", lambda r: r.get("train_cpu_seconds")),
         field("encoder weights", lambda r: weights_of(r.get("clip_identity") or "") or None),
     ]  # fmt: skip
@@ -500,7 +497,6 @@ BLOCK_TITLES = {
     "metrics": "COREBA val (selected epoch)",
     "test_metrics": "COREBA test",
     "baseline_test_metrics": "baseline test",
-    "baseline_moving_view_test_metrics": "baseline test, moving-pixel view",
 }
 
 
@@ -518,7 +514,7 @@ def run_detail(name: str, run: dict[str, Any]) -> str:
     table = markdown_table(["metric"] + [BLOCK_TITLES[b] for b in blocks], metric_rows(run, blocks))
     command = (run.get("command") or "").strip() or None
     return "\n".join(
-        [f"### `{name}` ({features_of(run)})", "", table, "", source_line([name], command), ""]
+        [f"### `{name}` ({encoder_of(run)} encoder)", "", table, "", source_line([name], command), ""]
     )
 
 
@@ -527,7 +523,7 @@ def ablation_command(frame: pd.DataFrame, name: str) -> str | None:
 
     Args:
         frame: the CSV.
-        name: its file name; only ``coreba_ablation.csv`` (plain clip features) is rebuilt.
+        name: its file name; only ``coreba_ablation.csv`` is rebuilt.
 
     Returns:
         The command, or None for another ablation file.
@@ -611,15 +607,15 @@ def chapter5_section(data_dir: Path, runs: dict[str, dict[str, Any]]) -> str:
         names = list(runs)
         lines += [
             "Test metrics of each committed checkpoint next to the chapter-3 training-free "
-            "baseline on the same test split, on plain clip features and, where the file records "
-            "it, on the moving-pixel view of each clip (differences: COREBA minus baseline). "
+            "baseline on the same test split and clip features (differences: COREBA minus "
+            "baseline). "
             f"{MISSING} in a metric table: the file records NaN (for an MR length bucket, "
             "`MR-short/middle/long-mAP`: no ground-truth moment of that length in the split).",
             "",
             markdown_table(HEADLINE_HEADER, headline_rows(runs), left=3),
             "",
-            "Sizes and times of the runs (seconds of wall time on the CPU; a resumed run's last "
-            "call may train nothing, so its whole time is `run_seconds`):",
+            "Sizes and times of the runs (seconds of wall time on the CPU, every epoch of the "
+            "run, resumed calls included):",
             "",
             markdown_table(["quantity"] + [f"`{n}`" for n in names], setup_rows(runs)),
             "",

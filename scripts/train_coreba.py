@@ -3,55 +3,39 @@
 Three modes (run from the repository root; every run is seeded and uses one torch thread unless
 ``--threads`` says otherwise, so re-running gives the same numbers on the same machine):
 
-* default: extract the clip features of the frame CLIP (``data/tiny_clip``, one frame per clip;
-  ``--encoder video``: chapter 1's video encoder, 4 frames per clip) and its query tokens for the
-  train / val / test toy splits (cached on disk), train the full model (REC_3, 7 balance tokens)
-  selecting the epoch on val, save it as ``data/coreba_toy.safetensors`` +
-  ``data/coreba_toy.json`` (configs, val/test metrics, the baseline's test metrics and the
-  identity of the encoder the features came from), and print the brief test metrics of the
-  model and of :func:`course_lib.baseline.baseline_submission`.
+* default: extract the clip features of chapter 1's video encoder (``data/video_clip``, 4 frames
+  per 2-s clip; ``--encoder tiny``: the frame CLIP ``data/tiny_clip``, one frame per clip) and its
+  query tokens for the train / val / test toy splits (cached on disk), train the full model
+  (REC_3, 7 balance tokens) selecting the epoch on val, save it as
+  ``data/coreba_toy.safetensors`` + ``data/coreba_toy.json`` (configs, val/test metrics, the
+  baseline's test metrics and the identity of the encoder the features came from), and print the
+  brief test metrics of the model and of :func:`course_lib.baseline.baseline_submission`. The
+  committed checkpoint (600 training videos, 40 epochs, about an hour on one CPU thread)::
 
-      python scripts/train_coreba.py
-
-* ``--features clip+motion``: the same with a motion stream next to CLIP (each clip's feature is
-  ``[CLIP clip feature, CLIP(moving pixels), motion descriptor]``, :mod:`course_lib.clip.motion`),
-  saved as ``data/coreba_toy_motion.*``; its json also stores the training-free baseline on the
-  summed CLIP-space views (``--ablation`` with it writes ``data/coreba_ablation_motion.csv``).
-  The committed one (see its json for the measured numbers)::
-
-      python scripts/train_coreba.py --features clip+motion --train-videos 600 --epochs 40 \
-          --run-dir .cache/coreba_motion_run
-
-* ``--features clip+motion+words``: the same video input; every query token also carries CLIP's
-  input word embedding (:class:`~course_lib.experiments.ch05_coreba_toy.WordMotionToyFeatures`), saved
-  as ``data/coreba_toy_words.*``.
+      python scripts/train_coreba.py --train-videos 600 --epochs 40 --run-dir .cache/coreba_video_run
 
 * ``--ablation``: train every variant of the grid below over ``--seeds`` seeds with the same
   sizes, select each run on val, report test mean and std in ``data/coreba_ablation.csv``.
-  Finished runs are remembered in ``<cache>/coreba_ablation_runs.jsonl`` (keyed by variant,
-  seed, sizes and tiny-CLIP identity), so an interrupted grid resumes where it stopped.
+  Finished runs are remembered in ``<cache>/coreba_ablation_runs*.jsonl`` (keyed by variant,
+  seed, sizes and encoder identity), so an interrupted grid resumes where it stopped. The sizes
+  of the committed ``data/coreba_ablation.csv`` (which records them in its ``train videos`` and
+  ``epochs`` columns; smaller than the checkpoint's so that the grid, 10 distinct variants x 5
+  seeds at about 4 minutes each (its ``train seconds`` column), takes about 3.5 hours on one CPU
+  thread). On two cores, run two shards in parallel, then the same command without ``--shard``
+  (it trains nothing more and writes the table)::
 
-      python scripts/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
-
-  (the sizes of the committed ``data/coreba_ablation.csv``, which records them in its ``train
-  videos`` and ``epochs`` columns; smaller than the checkpoint's so the grid, 10 distinct
-  variants x 3 seeds at about 100 s each (its ``train seconds`` column), takes about an hour on
-  one CPU thread). On two cores, run two shards in parallel, then the same command without
-  ``--shard`` (it trains nothing more and writes the table)::
-
-      python scripts/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 0/2 &
-      python scripts/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6 --shard 1/2
-      wait; python scripts/train_coreba.py --ablation --seeds 3 --train-videos 100 --epochs 6
+      python scripts/train_coreba.py --ablation --seeds 5 --train-videos 400 --epochs 8 --shard 0/2 &
+      python scripts/train_coreba.py --ablation --seeds 5 --train-videos 400 --epochs 8 --shard 1/2
+      wait; python scripts/train_coreba.py --ablation --seeds 5 --train-videos 400 --epochs 8
 
   Grid: components ``baseline`` (QD-DETR T2V encoder) -> ``+BAT`` -> ``+CFC`` -> ``+RAM`` (= all,
   full COREBA), recurrence ``REC_N`` (shared block) vs ``MOD_N`` (N blocks) for N = 2, 3, and
   balance tokens ``L_b`` in {0, 1, 3, 7} on the full model; shared configurations are trained
   once (REC_3 = +RAM = L_b 7; REC_1 = +CFC).
 
-Sizes that produced the committed checkpoint (the defaults): 200 train / 40 val / 60 test videos
-(about 8 queries per video), d = 64, batch 32, AdamW lr 1e-3, 8 epochs, seed 2018 for the
-checkpoint and seeds 2018-2020 for the ablation. The full-model run took about 6 minutes of wall
-time on one CPU thread. The exact sizes, times, command and metrics are stored in
+Defaults: 200 train / 40 val / 60 test videos (about 8 queries per video), d = 64, batch 32,
+AdamW lr 1e-3, 8 epochs, seed 2018 for the checkpoint and seeds 2018, 2019, ... for the ablation.
+The exact sizes, times, command and metrics of the committed checkpoint are stored in
 ``data/coreba_toy.json``; the ablation's per-variant train seconds in the CSV.
 """
 
@@ -74,7 +58,7 @@ from course_lib.experiments.ch05_coreba_toy import (
     ABLATION_CSV,
     ToyFeatures,
     baseline_brief,
-    checkpoint_stem,
+    CHECKPOINT_STEM,
     input_widths,
     model_brief,
     parameter_count,
@@ -106,20 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-videos", type=int, default=60)
     p.add_argument("--data-seed", type=int, default=0, help="which draw of toy videos")
     p.add_argument(
-        "--features",
-        choices=("clip", "clip+motion", "clip+motion+words"),
-        default="clip",
-        help="inputs: tiny-CLIP clip features and token features; or those plus the motion "
-        "stream (course_lib.clip.motion; checkpoint data/coreba_toy_motion); or also CLIP's "
-        "input word embeddings next to every query token (data/coreba_toy_words)",
-    )
-    p.add_argument(
         "--encoder",
         choices=COMMITTED_ENCODERS,
-        default="tiny",
-        help="clip features and query tokens from the frame CLIP (data/tiny_clip, one frame per "
-        "clip; the committed checkpoints) or chapter 1's video encoder (data/video_clip, 4 "
-        "frames per clip; clip features only)",
+        default="video",
+        help="clip features and query tokens from chapter 1's video encoder (data/video_clip, 4 "
+        "frames per clip; the committed checkpoint) or the frame CLIP (data/tiny_clip, one "
+        "frame per clip)",
     )
     p.add_argument("--d", type=int, default=64, help="model width")
     p.add_argument("--epochs", type=int, default=8)
@@ -149,19 +125,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "run N shards in parallel (one per core), then once without --shard to write the CSV",
     )
     p.add_argument("--progress", action="store_true", help="tqdm bars for every epoch")
-    args = p.parse_args(argv)
-    if args.encoder != "tiny" and args.features != "clip":
-        p.error(f"--features {args.features} reads frames through the frame CLIP: use --encoder tiny")
-    return args
+    return p.parse_args(argv)
 
 
 def sizes_of(args: argparse.Namespace) -> dict:
     """The options that determine a run's result (stored with every output)."""
     keys = ("train_videos", "val_videos", "test_videos", "data_seed", "d", "epochs", "lr")
     sizes = {k: getattr(args, k) for k in keys} | {"batch_size": args.batch_size}
-    # plain tiny-CLIP runs keep their old keys, so finished ablation runs are still found
-    if args.features != "clip":
-        sizes |= {"features": args.features}
+    # frame-CLIP runs have no "encoder" key, so their finished ablation runs are still found
     return sizes if args.encoder == "tiny" else sizes | {"encoder": args.encoder}
 
 
@@ -170,11 +141,11 @@ def prepare(args: argparse.Namespace) -> tuple[dict, ToyFeatures]:
     splits = toy_splits(args.train_videos, args.val_videos, args.test_videos, args.data_seed)
     records = [rec for recs in splits.values() for rec in recs]
     encoder = committed_encoder(args.encoder, device="cpu", progress=False)
-    features = toy_features(encoder, records, args.features, cache_root=args.cache)
+    features = toy_features(encoder, records, cache_root=args.cache)
     seconds = features.warm(records)
     counts = ", ".join(f"{k} {len(v)} queries" for k, v in splits.items())
     print(
-        f"{args.features} features (width {features.video(records[0]['vid']).shape[1]}): "
+        f"clip features (width {features.video(records[0]['vid']).shape[1]}): "
         f"{counts}; {seconds:.0f} s ({args.encoder} encoder {encoder.identity})",
         flush=True,
     )
@@ -207,8 +178,6 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
     cpu_seconds = time.process_time() - cpu_start
     test = model_brief(model, splits["test"], features, train_config)
     base = baseline_brief(splits["test"], features)
-    summed = getattr(features, "summed_view", None)  # only with a motion stream
-    base_summed = baseline_brief(splits["test"], features, summed) if summed else None
     print(
         f"trained {info['train_seconds']:.0f} s wall, {cpu_seconds:.0f} s CPU; "
         f"best epoch {info['epoch']} on val"
@@ -223,29 +192,25 @@ def run_full(args: argparse.Namespace, splits: dict, features: ToyFeatures) -> d
     print("test (baseline):", json.dumps(base))
     print(brief_line("COREBA (REC_3, L_b 7)", test))
     print(brief_line("training-free", base))
-    if base_summed is not None:
-        print(brief_line("training-free, +moving", base_summed))
     gaps = {k: test[k] - base[k] for k in ACCEPTANCE}
     passed = all(gap >= TARGET_GAP for gap in gaps.values())
     print(
         f"gaps {json.dumps({k: round(v, 2) for k, v in gaps.items()})}: "
         f"{'meets' if passed else 'MISSES'} the >= {TARGET_GAP:.0f}-point target"
     )
-    stem = args.out or data_dir() / checkpoint_stem(features.kind)
+    stem = args.out or data_dir() / CHECKPOINT_STEM
     extra = {
         "epoch": info["epoch"],
         "metrics": info["metrics"],
         "test_metrics": test,
         "baseline_test_metrics": base,
-        "baseline_moving_view_test_metrics": base_summed,
         "clip_identity": features.identity,
         "encoder": args.encoder,
-        "video_features": features.kind,
-        "motion_settings": getattr(features, "motion_settings", None),
         "sizes": sizes_of(args),
         "n_queries": {k: len(v) for k, v in splits.items()},
-        "train_seconds": round(info["train_seconds"], 1),
-        "run_seconds": round(info["run_seconds"], 1),  # every epoch, resumed calls included
+        # every epoch of the run, resumed calls included; this call's share next to it
+        "train_seconds": round(info["run_seconds"], 1),
+        "call_seconds": round(info["train_seconds"], 1),
         "train_cpu_seconds": round(cpu_seconds, 1),
         "history": [
             {"epoch": row["epoch"], "loss": round(row["train"]["total"], 4), "val": row["val"]}
@@ -392,8 +357,9 @@ def write_table(
 ) -> None:
     """``data/coreba_ablation.csv``: one row per variant, test mean and std over seeds.
 
-    Every row also names the sizes and the tiny-CLIP weights (``clip weights``: the first 16 hex
-    digits of the checkpoint's SHA256) the features came from, so a stale table can be detected.
+    Every row also names the sizes and the encoder weights (``clip weights``: the first 16 hex
+    digits of the encoder checkpoint's SHA256) the features came from, so a stale table can be
+    detected.
     """
     import pandas as pd
 
@@ -415,9 +381,7 @@ def write_table(
         row |= {"train videos": args.train_videos, "epochs": args.epochs, "d": args.d}
         row["clip weights"] = weights
     table = pd.DataFrame(rows)
-    streams = args.features.removeprefix("clip").replace("+", "_")  # "", "_motion", ...
-    default = ABLATION_CSV.replace(".csv", f"{streams}.csv")
-    path = args.csv or data_dir() / default
+    path = args.csv or data_dir() / ABLATION_CSV
     with atomic_write(path, "w") as handle:
         table.to_csv(handle, index=False)
     print(table.to_string(index=False))

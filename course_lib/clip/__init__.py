@@ -10,7 +10,6 @@ Modules (one concept each):
 * :mod:`~course_lib.clip.loss` - symmetric InfoNCE with a learnable temperature;
 * :mod:`~course_lib.clip.frames` - where frames come from (toy id or video file) and when;
 * :mod:`~course_lib.clip.features` - per-video 2-second clip features with a disk cache;
-* :mod:`~course_lib.clip.motion` - a motion stream per clip (moving pixels + motion descriptor);
 * :mod:`~course_lib.clip.zeroshot` - zero-shot classification and text-to-frame retrieval.
 
 The tiny CLIP is trained on toy-world frames by :mod:`course_lib.experiments.ch01_tiny_clip`

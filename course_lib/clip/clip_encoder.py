@@ -189,6 +189,11 @@ class VideoClipEncoder:
         return f"VideoClipEncoder({self.identity!r}, device={self.device!r}, dim={self.embed_dim})"
 
     # ------------------------------------------------------------------ text: the base's
+    @property
+    def tokenizer(self):
+        """The base's open_clip tokenizer (its ``decoder`` maps token ids back to words)."""
+        return self.base.tokenizer
+
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Validated token ids (Q, context_length): :meth:`ClipEncoder.tokenize`."""
         return self.base.tokenize(texts)
@@ -261,7 +266,7 @@ class VideoClipEncoder:
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Refused: this encoder embeds clips of k frames, not single frames.
 
-        Code written for a frame encoder (the search index builder, the motion stream) stops
+        Code written for a frame encoder (e.g. a frame-by-frame index builder) stops
         here with a clear message instead of feeding single frames to a clip tower.
 
         Raises:

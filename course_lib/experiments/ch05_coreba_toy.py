@@ -1,22 +1,18 @@
-"""COREBA on the toy world: splits, tiny-CLIP features, small sizes, baseline, load-or-train.
+"""COREBA on the toy world: splits, clip features, small sizes, baseline, load-or-train.
 
-The pieces shared by ``scripts/train_coreba.py`` (which trains the committed checkpoints
-``data/coreba_toy.*``, ``data/coreba_toy_motion.*`` and ``data/coreba_toy_words.*`` and the
-ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
+The pieces shared by ``scripts/train_coreba.py`` (which trains the committed checkpoint
+``data/coreba_toy.*`` and the ablation table ``data/coreba_ablation.csv``) and notebooks 04-05:
 
 * :func:`toy_splits` - moment records of the train / val / test splits;
-* :class:`ToyFeatures` - tiny-CLIP clip features (disk cache + memory), query tokens for the
-  model and pooled query embeddings for the training-free baseline;
-* :class:`MotionToyFeatures` - the same plus a motion stream (:mod:`course_lib.clip.motion`);
-* :class:`WordMotionToyFeatures` - and query tokens that also carry CLIP's input embedding of
-  their word (the tiny CLIP's contextual token features barely tell actions apart);
-  :func:`toy_features` picks one by name;
-* :func:`input_widths`, :func:`toy_model_config` / :func:`toy_train_config` - the small sizes that train on one CPU
-  thread in minutes;
+* :class:`ToyFeatures` - clip features of a committed encoder (chapter 1's video encoder by
+  default; disk cache + memory), query tokens for the model and pooled query embeddings for the
+  training-free baseline; :func:`toy_features` builds one;
+* :func:`input_widths`, :func:`toy_model_config` / :func:`toy_train_config` - the small sizes
+  that train on one CPU thread in minutes;
 * :func:`baseline_brief`, :func:`model_brief` - the official brief metrics of both on a split;
 * :func:`train_toy_model` - seeded training with validation-based selection;
-* :func:`load_toy_checkpoint` - the committed checkpoint, refused when it was trained on
-  features of another kind or of another tiny-CLIP checkpoint (its features would not fit).
+* :func:`load_toy_checkpoint` - the committed checkpoint, refused when it was trained on the
+  features of another encoder (its features would not fit).
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ import torch
 from course_lib.alignment import CorebaConfig, CorebaModel, build_model
 from course_lib.baseline import baseline_submission
 from course_lib.errors import CheckpointError
-from course_lib.experiments.ch05_feature_sources import VideoSource, toy_feature_sources
+from course_lib.experiments.ch05_feature_sources import toy_feature_sources
 from course_lib.metrics import eval_qvhighlights
 from course_lib.training.checkpoint import load_checkpoint, read_history
 from course_lib.training.config import MomentTrainingConfig
@@ -41,8 +37,6 @@ from course_lib.training.loop import evaluate, make_loader, predict, train
 
 SPLIT_NAMES = ("train", "val", "test")
 CHECKPOINT_STEM = "coreba_toy"  # data/coreba_toy.safetensors + data/coreba_toy.json
-MOTION_CHECKPOINT_STEM = "coreba_toy_motion"  # the same model on clip + motion features
-WORDS_CHECKPOINT_STEM = "coreba_toy_words"  # ... and query tokens that carry their word
 ABLATION_CSV = "coreba_ablation.csv"
 
 
@@ -63,27 +57,21 @@ def toy_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str
 
 
 class ToyFeatures:
-    """Tiny-CLIP features of toy records, cached on disk (video) and in memory (everything).
+    """Clip features and query tokens of toy records, cached on disk (video) and in memory.
 
     Args:
-        encoder: a :class:`course_lib.clip.ClipEncoder` (e.g. ``ClipEncoder.tiny()``).
+        encoder: a committed encoder (``committed_encoder("video")``, chapter 1's video encoder:
+            4 frames per 2-s clip; or ``ClipEncoder.tiny()``, one frame per clip).
         records: every record whose features will be asked for (all splits).
         cache_root: base directory of the video feature cache (default ``cache_dir``).
 
     Attributes:
-        video: ``vid -> float32 (T, D)`` clip features (L2-normalised), the model's video input.
+        video: ``vid -> float32 (T, D)`` clip features (L2-normalised), the model's video input
+            and what the training-free baseline compares with the query.
         query: ``qid -> float32 (L, D)`` projected query tokens (the model's text input).
-        identity: the encoder identity (model name, weights SHA256, image size).
-        kind: which video features (``"clip"``; :class:`MotionToyFeatures`: ``"clip+motion"``).
-        checkpoint_stem: file stem under ``data/`` of the committed checkpoint for this kind.
-        clip_views: how many leading ``D``-wide blocks of a video feature lie in CLIP's
-            embedding space (used by :func:`align_initialisation`; so does the first ``D``
-            columns of a query token).
+        identity: the encoder identity (model name, weights SHA256, input size).
+        dim: the encoder's embedding width ``D``.
     """
-
-    kind = "clip"
-    checkpoint_stem = CHECKPOINT_STEM
-    clip_views = 1
 
     def __init__(self, encoder, records: list[dict], cache_root: str | os.PathLike | None = None):
         video_source, self.query = toy_feature_sources(encoder, records, cache_root=cache_root)
@@ -106,12 +94,8 @@ class ToyFeatures:
         return self._videos[vid]
 
     def _clip_features(self, vid: str) -> np.ndarray:
-        """Tiny-CLIP clip features of ``vid`` rounded through float16 (the cache's precision)."""
+        """Clip features of ``vid`` rounded through float16 (the cache's precision)."""
         return np.asarray(self._video_source(vid), dtype=np.float16).astype(np.float32)
-
-    def text_space(self, vid: str) -> np.ndarray:
-        """The clip features in CLIP's text space (what the training-free baseline compares)."""
-        return self.video(vid)
 
     def sentence(self, record: dict) -> np.ndarray:
         """Pooled (D,) embedding of a record's query (input of the baseline)."""
@@ -125,113 +109,14 @@ class ToyFeatures:
         return time.perf_counter() - start
 
 
-class MotionToyFeatures(ToyFeatures):
-    """:class:`ToyFeatures` plus a motion stream: ``[CLIP clip feature, CLIP(moving pixels),
-    motion descriptor]`` per clip (:mod:`course_lib.clip.motion`), like the CLIP + SlowFast
-    ``d_v`` of QVHighlights models.
-
-    The training-free baseline still reads the plain CLIP part (:meth:`text_space`): the
-    descriptor is not in CLIP's text space, so only a trained model can use it.
-
-    Args:
-        encoder, records, cache_root: as :class:`ToyFeatures`.
-        **motion_settings: :class:`~course_lib.clip.motion.MotionFeatureCache` options
-            (``frames_per_clip``, ``threshold``, ``grid``).
-    """
-
-    kind = "clip+motion"
-    checkpoint_stem = MOTION_CHECKPOINT_STEM
-    clip_views = 2
-
-    def __init__(self, encoder, records, cache_root=None, **motion_settings):
-        from course_lib.clip.motion import MotionFeatureCache
-
-        super().__init__(encoder, records, cache_root=cache_root)
-        self._motion = MotionFeatureCache(encoder, root=cache_root, **motion_settings)
-        self.motion_settings = self._motion.settings
-        self._plain: dict[str, np.ndarray] = {}
-
-    def text_space(self, vid: str) -> np.ndarray:
-        """The plain CLIP clip features (fp16-rounded like the cache)."""
-        if vid not in self._plain:
-            self._plain[vid] = self._clip_features(vid)
-        return self._plain[vid]
-
-    def summed_view(self, vid: str) -> np.ndarray:
-        """``unit(plain + moving-pixel view)``: both CLIP-space views in one (D,) per clip.
-
-        What a training-free method can read of the motion stream (the descriptor is not in
-        CLIP's text space); reported next to the chapter-3 baseline for comparison.
-        """
-        both = self.video(vid)[:, : 2 * self.dim]
-        summed = both[:, : self.dim] + both[:, self.dim :]
-        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
-
-    def video(self, vid: str) -> np.ndarray:
-        """``[plain (D), moving-pixel CLIP (D), descriptor]`` per clip (computed once)."""
-        if vid not in self._videos:
-            plain, motion = self.text_space(vid), self._motion.get(vid)
-            if len(plain) != len(motion):
-                raise ValueError(f"{vid}: {len(plain)} CLIP clips but {len(motion)} motion clips")
-            self._videos[vid] = np.concatenate([plain, motion], axis=1).astype(np.float32)
-        return self._videos[vid]
-
-
-class WordMotionToyFeatures(MotionToyFeatures):
-    """:class:`MotionToyFeatures` whose query tokens also carry their word: each token is
-    ``[CLIP token feature (D), CLIP input word embedding (W)]``
-    (:meth:`~course_lib.clip.ClipEncoder.encode_word_embeddings`).
-
-    The tiny CLIP's text tower learned from frame captions, which never name actions, so its
-    contextual token features of "the green cross spins" and "the green cross grows" are nearly
-    equal (cosine about 0.995 for the action word): a model reading them cannot tell which
-    event a query asks for. Its input word embeddings of "spins" and "grows" still differ. The
-    first ``D`` columns stay in CLIP's space (:func:`align_initialisation` copies the video
-    projection there); the baseline still reads the pooled sentence embedding.
-
-    Args:
-        encoder, records, cache_root, **motion_settings: as :class:`MotionToyFeatures`.
-    """
-
-    kind = "clip+motion+words"
-    checkpoint_stem = WORDS_CHECKPOINT_STEM
-
-    def __init__(self, encoder, records, cache_root=None, **motion_settings):
-        super().__init__(encoder, records, cache_root=cache_root, **motion_settings)
-        # 1. the input word embeddings of every distinct query text (real tokens only)
-        texts = sorted({rec["query"] for rec in records})
-        words, mask = encoder.encode_word_embeddings(texts)
-        self._words = {t: words[i][mask[i]].numpy().astype(np.float32) for i, t in enumerate(texts)}
-        self._text_of = {rec["qid"]: rec["query"] for rec in records}
-        # 2. query tokens = [contextual CLIP token, word embedding]
-        self._clip_tokens, self.query = self.query, self._tokens_with_words
-
-    def _tokens_with_words(self, qid) -> np.ndarray:
-        """``(L, D + W)`` tokens of query ``qid``: CLIP token features next to word embeddings."""
-        tokens = self._clip_tokens(qid)  # raises naming the qid when it is unknown
-        words = self._words[self._text_of[qid]]
-        if len(words) != len(tokens):
-            raise ValueError(f"query {qid}: {len(tokens)} CLIP tokens but {len(words)} words")
-        return np.concatenate([tokens, words], axis=1)
-
-
-def feature_class(kind: str) -> type[ToyFeatures]:
-    """The features class of a kind: ``"clip"`` (:class:`ToyFeatures`), ``"clip+motion"``
-    (:class:`MotionToyFeatures`) or ``"clip+motion+words"`` (:class:`WordMotionToyFeatures`)."""
-    classes = {cls.kind: cls for cls in (ToyFeatures, MotionToyFeatures, WordMotionToyFeatures)}
-    if kind not in classes:
-        raise ValueError(f"unknown video feature kind {kind!r}; expected one of {sorted(classes)}")
-    return classes[kind]
-
-
-def toy_features(encoder, records: list[dict], kind: str = "clip", cache_root=None) -> ToyFeatures:
-    """Features of ``kind`` (see :func:`feature_class`) for ``records``."""
-    return feature_class(kind)(encoder, records, cache_root=cache_root)
+def toy_features(encoder, records: list[dict], cache_root=None) -> ToyFeatures:
+    """:class:`ToyFeatures` of ``encoder`` for ``records`` (features cached under ``cache_root``)."""
+    return ToyFeatures(encoder, records, cache_root=cache_root)
 
 
 def input_widths(features: ToyFeatures, record: dict) -> dict[str, int]:
     """``{"d_v", "d_t"}``: widths of a clip feature and of a query token of ``record``
-    (CLIP's width, or more with a motion stream or word embeddings)."""
+    (both the encoder's embedding width)."""
     d_v = features.video(record["vid"]).shape[1]
     return {"d_v": int(d_v), "d_t": int(features.query(record["qid"]).shape[1])}
 
@@ -274,19 +159,14 @@ def toy_train_config(
     return MomentTrainingConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, **fields)
 
 
-def baseline_brief(
-    records: list[dict], features: ToyFeatures, video: VideoSource | None = None
-) -> dict[str, float]:
-    """Brief QVHighlights metrics of the training-free baseline.
+def baseline_brief(records: list[dict], features: ToyFeatures) -> dict[str, float]:
+    """Brief QVHighlights metrics of the training-free baseline (chapter 3).
 
     Args:
         records: the split to evaluate.
-        features: supplies the pooled query embeddings (and the clip features by default).
-        video: clip features to compare with the query (default ``features.text_space``, the
-            plain CLIP clip features of chapter 3).
+        features: supplies the clip features and the pooled query embeddings.
     """
-    video = features.text_space if video is None else video
-    submission = baseline_submission(records, video, features.sentence)
+    submission = baseline_submission(records, features.video, features.sentence)
     return dict(eval_qvhighlights(submission, records)["brief"])
 
 
@@ -307,30 +187,21 @@ def model_submission(
 
 
 @torch.no_grad()
-def align_initialisation(
-    model: CorebaModel, clip_views: int = 1, clip_dim: int | None = None
-) -> CorebaModel:
-    """Start from an initialisation that keeps CLIP's clip-word alignment (toy-budget recipe).
+def align_initialisation(model: CorebaModel) -> CorebaModel:
+    """Start from an initialisation that keeps the encoder's clip-word alignment (toy-budget recipe).
 
-    CLIP puts a clip and the words that describe it close together, but two *independent*
-    random projections (video / text MLPs) and independent query / key maps scramble that, so
-    a freshly built model must re-learn the alignment from scratch, which takes thousands of
-    steps. Here the text projection starts as a copy of the video projection and every
-    attention's key map as a copy of its query map, so at step 0 a clip already attends most
-    to the words its CLIP feature matches. The architecture and the training are unchanged;
-    only the starting point differs (used by ``scripts/train_coreba.py`` for every variant).
-
-    With a wider video input (``d_v > d_t``: :class:`MotionToyFeatures`), the first
-    ``clip_views`` blocks of ``clip_dim`` video columns are CLIP-space views: each of them starts
-    with the same first-layer weights, which the text projection copies; the remaining
-    columns (a descriptor outside CLIP's space) keep their random start. Likewise only the first
-    ``clip_dim`` columns of a query token need to be CLIP's (:class:`WordMotionToyFeatures`
-    appends word embeddings): the text projection copies those, the rest start random.
+    The encoder puts a clip and the words that describe it close together, but two
+    *independent* random projections (video / text MLPs) and independent query / key maps
+    scramble that, so a freshly built model must re-learn the alignment from scratch, which
+    takes thousands of steps. Here the text projection starts as a copy of the video projection
+    and every attention's key map as a copy of its query map, so at step 0 a clip already
+    attends most to the words its feature matches. The architecture and the training are
+    unchanged; only the starting point differs (used by ``scripts/train_coreba.py`` for every
+    variant).
 
     Args:
-        model: a freshly built model with ``d_v >= clip_views * clip_dim`` and ``d_t >= clip_dim``.
-        clip_views: leading ``clip_dim``-wide blocks of the video feature in CLIP's space.
-        clip_dim: CLIP's embedding width (default ``d_t``: the query tokens are CLIP's only).
+        model: a freshly built model whose clip features and query tokens share one embedding
+            space (``d_v == d_t``).
 
     Returns:
         The same model, modified in place.
@@ -338,26 +209,14 @@ def align_initialisation(
     from course_lib.alignment import MaskedMultiHeadAttention
 
     d_v, d_t = model.config.d_v, model.config.d_t
-    clip_dim = d_t if clip_dim is None else clip_dim
-    if clip_views < 1 or d_v < clip_views * clip_dim or d_t < clip_dim:
+    if d_v != d_t:
         raise ValueError(
-            f"align_initialisation needs d_v >= clip_views * clip_dim and d_t >= clip_dim (one "
-            f"CLIP embedding space), got d_v={d_v}, d_t={d_t}, clip_views={clip_views}, "
-            f"clip_dim={clip_dim}"
+            f"align_initialisation needs clip features and query tokens of one embedding space "
+            f"(d_v == d_t), got d_v={d_v}, d_t={d_t}"
         )
-    # 1. every CLIP-space block of the video input starts with the first block's weights
-    first = next(m for m in model.video_proj.modules() if isinstance(m, torch.nn.Linear))
-    for view in range(1, clip_views):
-        first.weight[:, view * clip_dim : (view + 1) * clip_dim] = first.weight[:, :clip_dim]
-    # 2. the text projection copies the video projection (its first layer: the CLIP block)
-    text_state = model.text_proj.state_dict()
-    for key, value in model.video_proj.state_dict().items():
-        if value.shape == text_state[key].shape:
-            text_state[key] = value
-        else:  # first LayerNorm / Linear: last axis d_v vs d_t
-            text_state[key][..., :clip_dim] = value[..., :clip_dim]
-    model.text_proj.load_state_dict(text_state)
-    # 3. every attention's key map copies its query map
+    # 1. the text projection copies the video projection
+    model.text_proj.load_state_dict(model.video_proj.state_dict())
+    # 2. every attention's key map copies its query map
     for module in model.modules():
         if isinstance(module, MaskedMultiHeadAttention):
             module.k_proj.load_state_dict(module.q_proj.state_dict())
@@ -383,8 +242,7 @@ def train_toy_model(
         features: :class:`ToyFeatures` covering both splits.
         out_dir: where ``best.*`` / ``last.*`` checkpoints and ``history.json`` (every epoch
             so far) go (default: a temporary directory).
-        aligned_init: start from :func:`align_initialisation` with ``features.clip_views``
-            (else the default random init).
+        aligned_init: start from :func:`align_initialisation` (else the default random init).
         resume: continue the run saved in ``out_dir`` (same configs; a larger
             ``train_config.epochs`` extends it exactly as an uninterrupted longer run, the
             learning rate being constant within ``lr_drop`` epochs).
@@ -400,9 +258,8 @@ def train_toy_model(
         raise ValueError("resume=True needs out_dir (the run to continue)")
     seed_everything(train_config.seed)  # the initial weights depend on the seed too
     model = build_model(model_config)
-    if aligned_init:  # features without ``clip_views`` (e.g. planted ones) have one CLIP view
-        views, clip_dim = getattr(features, "clip_views", 1), getattr(features, "dim", None)
-        align_initialisation(model, clip_views=views, clip_dim=clip_dim)
+    if aligned_init:
+        align_initialisation(model)
     train_loader = make_loader(
         splits["train"], features.video, features.query, train_config, shuffle=True
     )
@@ -431,41 +288,23 @@ def load_toy_checkpoint(
 
     Args:
         features: when given, the checkpoint must have been trained on features of the same
-            kind (``info["video_features"]``, ``"clip"`` when absent) from the same tiny-CLIP
-            weights (``info["clip_identity"]``) and, when it recorded them, with the same
-            motion-stream settings (``info["motion_settings"]``); otherwise None is returned.
-        stem: checkpoint path without suffix (default: :func:`checkpoint_stem` of the
-            features' kind, ``data/coreba_toy`` without features).
+            encoder weights (``info["clip_identity"]`` equal to ``features.identity``);
+            otherwise None is returned.
+        stem: checkpoint path without suffix (default ``data/coreba_toy``).
 
     Returns:
         ``(model in eval mode, info)`` or None.
     """
     from course_lib.env import data_dir
 
-    kind = getattr(features, "kind", ToyFeatures.kind)
-    stem = Path(stem) if stem is not None else data_dir() / checkpoint_stem(kind)
+    stem = Path(stem) if stem is not None else data_dir() / CHECKPOINT_STEM
     try:
         model, info = load_checkpoint(stem)
     except CheckpointError:
         return None
-    if features is not None and (
-        info.get("clip_identity") != features.identity
-        or info.get("video_features", ToyFeatures.kind) != kind
-        or not _same_motion_settings(info, features)
-    ):
+    if features is not None and info.get("clip_identity") != features.identity:
         return None
     return model.eval(), info
-
-
-def _same_motion_settings(info: dict, features) -> bool:
-    """Whether a checkpoint's motion-stream settings (if it recorded them) are the features'."""
-    recorded = info.get("motion_settings")
-    return recorded is None or recorded == getattr(features, "motion_settings", None)
-
-
-def checkpoint_stem(kind: str = "clip") -> str:
-    """File stem (under ``data/``) of the committed checkpoint for a video feature kind."""
-    return feature_class(kind).checkpoint_stem
 
 
 def parameter_count(module: torch.nn.Module) -> int:

@@ -26,7 +26,7 @@ def test_committed_data_folder_is_indexed_and_verified(index):
 
 def test_committed_safetensors_all_have_manifests(index):
     weights = sorted((REPO / "data").rglob("*.safetensors"))
-    assert len(weights) >= 5  # 2 tiny CLIPs + 3 COREBA checkpoints
+    assert len(weights) >= 4  # 2 tiny CLIPs, the video encoder, the COREBA checkpoint
     assert all(w.with_suffix(".sha256").is_file() for w in weights)
 
 

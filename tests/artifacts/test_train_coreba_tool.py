@@ -41,17 +41,18 @@ def test_results_of_every_shard_file_are_read(tool, tmp_path):
     assert sorted(tool.load_done(files)) == ["a", "b", "c"]
 
 
-def test_committed_results_come_from_the_committed_tiny_clip():
-    """Every committed file computed on tiny-CLIP features names the checkpoint it used."""
+def test_committed_results_come_from_the_committed_encoders():
+    """The checkpoint, its ablation and the corpus tables that localise with it share its encoder."""
     import pandas as pd
 
     from course_lib.clip.checkpoint import read_manifest
     from course_lib.env import data_dir
 
-    sha = read_manifest(data_dir() / "tiny_clip.safetensors")
-    for stem in ("coreba_toy", "coreba_toy_motion", "coreba_toy_words"):
-        info = json.loads((data_dir() / f"{stem}.json").read_text())
-        assert info["clip_identity"].split("|")[1] == sha, stem
+    weights = {name: read_manifest(data_dir() / f"{stem}.safetensors")
+               for name, stem in (("tiny", "tiny_clip"), ("video", "video_clip"))}  # fmt: skip
+    info = json.loads((data_dir() / "coreba_toy.json").read_text())
+    sha = weights[info["encoder"]]
+    assert info["clip_identity"].split("|")[1] == sha
     ablation = pd.read_csv(data_dir() / "coreba_ablation.csv", dtype={"clip weights": str})
     assert set(ablation["clip weights"]) == {sha[:16]}
     for name in ("corpus_eval.csv", "corpus_eval_coreba.csv", "corpus_eval_coreba_exhaustive.csv"):
@@ -60,38 +61,25 @@ def test_committed_results_come_from_the_committed_tiny_clip():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["clip+motion", "clip+motion+words"])
-def test_motion_run_saves_a_checkpoint_only_its_features_load(tool, tmp_path, kind):
-    """``--features clip+motion[+words]``: wider inputs, both baselines stored, kind checked."""
-    from course_lib.clip import ClipEncoder
-    from course_lib.clip.motion import DESCRIPTOR_PER_CELL
+def test_a_run_saves_a_checkpoint_only_its_encoders_features_load(tool, tmp_path):
+    """The default run reads the video encoder; its checkpoint refuses the frame CLIP's features."""
+    from course_lib.clip.clip_encoder import committed_encoder
     from course_lib.experiments.ch05_coreba_toy import load_toy_checkpoint, toy_features
+    from course_lib.toyworld import moment_records
 
-    stem = tmp_path / "motion"
+    stem = tmp_path / "coreba"
     sizes = ["--train-videos", "2", "--val-videos", "1", "--test-videos", "1", "--epochs", "1"]
     status = tool.main(
-        ["--features", kind, *sizes, "--d", "16", "--threads", "2", "--out", str(stem)]
-        + ["--cache", str(tmp_path / "cache")]
+        [*sizes, "--d", "16", "--threads", "2", "--out", str(stem), "--cache", str(tmp_path / "c")]
     )
     assert status == 1  # one epoch on two videos does not meet the 15-point target
     info = json.loads(stem.with_suffix(".json").read_text())
-    assert info["video_features"] == kind and info["sizes"]["features"] == kind
-    assert info["baseline_moving_view_test_metrics"] != info["baseline_test_metrics"]
-    encoder = ClipEncoder.tiny(device="cpu", progress=False)
-    width = 2 * encoder.embed_dim + 9 * DESCRIPTOR_PER_CELL
-    words = 2 if kind.endswith("+words") else 1  # query tokens [CLIP token, word embedding]
-    assert info["model_config"]["d_v"] == width
-    assert info["model_config"]["d_t"] == words * encoder.embed_dim
-    from course_lib.toyworld import moment_records
-
+    assert info["encoder"] == "video" and info["sizes"]["encoder"] == "video"
+    assert info["train_seconds"] >= info["call_seconds"] > 0
     records = moment_records("test", 1, seed=0)
-    for other_kind in ("clip", "clip+motion", "clip+motion+words"):
-        features = toy_features(encoder, records, other_kind, cache_root=tmp_path / "cache")
-        loads = load_toy_checkpoint(features, stem=stem) is not None
-        assert loads == (other_kind == kind), other_kind
-    # motion features computed with other settings do not fit the checkpoint either
-    from course_lib.experiments.ch05_coreba_toy import feature_class
-
-    assert info["motion_settings"]["threshold"] == 24
-    other = feature_class(kind)(encoder, records, cache_root=tmp_path / "cache", threshold=10)
-    assert load_toy_checkpoint(other, stem=stem) is None
+    for name in ("video", "tiny"):
+        encoder = committed_encoder(name, device="cpu", progress=False)
+        features = toy_features(encoder, records, cache_root=tmp_path / "c")
+        assert (load_toy_checkpoint(features, stem=stem) is not None) == (name == "video"), name
+        if name == "video":
+            assert info["model_config"]["d_v"] == info["model_config"]["d_t"] == encoder.embed_dim

@@ -421,6 +421,18 @@ def test_plot_video_strip(with_ax):
     plt.close(fig)
 
 
+def test_plot_video_strip_draws_predicted_windows_with_a_legend():
+    rec = tw.moment_records("train", 1)[0]
+    frames, times = tw.render(rec["vid"], fps=0.5)
+    fig = plot_video_strip(frames, times, rec["relevant_windows"], predicted=[[4.0, 10.0]])
+    timeline = fig.axes[0].child_axes[0]
+    bars = [c for c in timeline.collections if c.get_label() == "predicted"]
+    assert len(bars) == 1 and np.allclose(bars[0].get_segments()[0][:, 0], [4.0, 10.0])
+    labels = [t.get_text() for t in timeline.get_legend().get_texts()]
+    assert labels == ["ground truth", "predicted"]
+    plt.close(fig)
+
+
 def test_plot_video_strip_bad_shapes():
     with pytest.raises(PlotInputError, match="timestamps"):
         plot_video_strip(np.zeros((3, 8, 8, 3), np.uint8), np.zeros(4))
