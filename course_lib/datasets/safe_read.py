@@ -15,8 +15,9 @@ crash, a ``MemoryError`` or an exception of the parser underneath.
   number too long to convert; the top-level type is checked.
 * :func:`load_npz_array` / :func:`load_npz_arrays` - arrays of an ``.npz`` archive. The ``.npy``
   header of each member is read first (:func:`numpy.lib.format.read_magic`,
-  ``read_array_header_1_0`` / ``_2_0``), and its dtype and declared shape are checked *before*
-  any data is read: pickled (object) arrays are refused, and so is an array larger than
+  ``read_array_header_1_0`` / ``_2_0``; a header declaring more than
+  :data:`MAX_NPY_HEADER_BYTES` is refused unread), and its dtype and declared shape are checked
+  *before* any data is read: pickled (object) arrays are refused, and so is an array larger than
   ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`; :func:`load_npz_arrays` also caps the arrays'
   total), so neither a header declaring ``(10**12, 512)`` nor a small archive that decompresses
   to hundreds of MB allocates anything.
@@ -31,11 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
 import re
 import stat
+import struct
 import sys
 import zipfile
 import zlib
@@ -54,6 +57,9 @@ MAX_ECHO_CHARS = 200
 #: 10-hour video holds 18,000 clips: its 768-d fp16 clip features take 26 MiB and its 48-pixel
 #: thumbnails 119 MiB. Change it here, or pass ``max_bytes=`` to the loaders.
 MAX_ARRAY_BYTES = 128 * 2**20
+#: Longest ``.npy`` header :func:`load_npz_arrays` reads, in bytes (numpy's own default limit;
+#: ``np.save`` writes headers of about 128 bytes).
+MAX_NPY_HEADER_BYTES = 10_000
 #: Largest JSON file :func:`read_json_file` reads by default, in bytes (256 MiB).
 MAX_JSON_BYTES = 256 * 2**20
 
@@ -70,7 +76,8 @@ _JSON_NAMES = {
     type(None): "null",
 }
 # torch's refusal names the Python object it met; the rest of its text is advice we do not repeat
-_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error: (.*?)(?: Please |\n|$)")
+# (on the same line, or after blank lines: "WeightsUnpickler error: \n\nUnsupported operand 103")
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: Please |\n|$)")
 
 ErrorType = type[CourseError]
 # what zipfile / numpy raise on a damaged archive (RuntimeError: encrypted member,
@@ -502,6 +509,8 @@ def _npz_failures(p: Path, error: ErrorType) -> Iterator[None]:
         raise
     except _NPZ_FAILURES as exc:
         reason = cut_text(f"{type(exc).__name__}: {exc}")
+        if "allow_pickle" in reason:  # never repeat numpy's advice to trust the file
+            reason = f"{type(exc).__name__}: refused by numpy's safe loader"
         raise error(f"{p}: not a readable .npz file ({reason})") from None
 
 
@@ -535,18 +544,40 @@ def _check_member(
 def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
     """The array of one member whose header was checked (never unpickles)."""
     with archive.open(member) as fp:
-        return np.lib.format.read_array(fp, allow_pickle=False)
+        return np.lib.format.read_array(
+            fp, allow_pickle=False, max_header_size=MAX_NPY_HEADER_BYTES
+        )
 
 
 def _npy_header(fp, where: str, error: ErrorType) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from an ``.npy`` header (format 1.0 or 2.0), reading no array data."""
+    """Shape and dtype from an ``.npy`` header (format 1.0 or 2.0), reading no array data.
+
+    The header's declared length is checked before the header is read: numpy would read (and
+    decompress) all of it first, so a small archive declaring a header of hundreds of MB would
+    allocate them, and its refusal would suggest ``allow_pickle=True``.
+    """
+    # 1. the version, and the size of the length field that follows it
     version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:
+    readers = {
+        (1, 0): ("<H", np.lib.format.read_array_header_1_0),
+        (2, 0): ("<I", np.lib.format.read_array_header_2_0),
+    }
+    if version not in readers:
         raise error(f"{where}: .npy format version {version} is not supported (1.0 or 2.0)")
+    length_format, read_header = readers[version]
+    # 2. the declared header length, refused over the cap before the header is read
+    length_field = fp.read(struct.calcsize(length_format))
+    if len(length_field) < struct.calcsize(length_format):
+        raise error(f"{where}: the .npy header is truncated")
+    (length,) = struct.unpack(length_format, length_field)
+    if length > MAX_NPY_HEADER_BYTES:
+        raise error(
+            f"{where}: .npy header declares {length} bytes, over the limit of "
+            f"{MAX_NPY_HEADER_BYTES} bytes (MAX_NPY_HEADER_BYTES); nothing was loaded"
+        )
+    # 3. numpy parses the bounded header
+    header = io.BytesIO(length_field + fp.read(length))
+    shape, _, dtype = read_header(header, max_header_size=MAX_NPY_HEADER_BYTES)
     return tuple(shape), np.dtype(dtype)
 
 

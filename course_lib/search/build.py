@@ -29,7 +29,9 @@ is not valid UTF-8) is skipped and named in the summary, never fatal.
 Concurrency: every change of the manifest happens under the folder's lock
 (:func:`course_lib.files.folder_lock`, lock file ``index.lock``) as read - change - write
 (:func:`update_manifest`), so two processes that index into one folder merge their videos instead
-of overwriting each other's. Temporary files carry their writer's pid; only those of dead
+of overwriting each other's. A video's feature and thumbnail files are written and recorded under
+that lock too, and only while its source file still has the stamp it had when it was read: a
+file replaced during a build never gets the features of its former content. Temporary files carry their writer's pid; only those of dead
 processes are removed (:func:`remove_stray_temporaries`).
 
 Video ids (:func:`vid_for_path`): a file's id is its path relative to the first source folder
@@ -78,6 +80,8 @@ VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .flv .wmv .ogv .3gp .gif".split()
 )
 _EPS = 1e-6
+#: Why a build did not record a file that changed while it was read (BuildSummary.skipped).
+CHANGED_WHILE_READ = "the file changed while it was read; run the build again to index it"
 
 
 class IndexMismatchError(CourseError, ValueError):
@@ -726,8 +730,8 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
     Checks the JSON type of every field the library reads: ``encoder`` (a string ``identity``,
     a string or null ``spec``), the sampling ``settings`` (numbers; ``frames_per_clip``, only
     recorded for a clip encoder, an integer), ``videos`` (entries with a
-    string ``key``), ``skipped``, and, where present, ``roots``, ``source_root`` and the
-    ``index`` record.
+    string ``key`` and a number ``duration``), ``skipped``, and, where present, ``roots``,
+    ``source_root`` and the ``index`` record (its checksums strings).
 
     Args:
         manifest: the parsed ``manifest.json``.
@@ -759,21 +763,23 @@ _ENCODER_FIELDS = {"identity": str, "spec?": (str, type(None))}
 _SETTINGS_FIELDS = dict.fromkeys(("clip_len", "fps", "thumb_side", "max_side"), (int, float)) | {
     "frames_per_clip?": int  # clip encoders only
 }
-_VIDEO_FIELDS = {"key": str, "path?": (str, type(None))}
+_VIDEO_FIELDS = {"key": str, "path?": (str, type(None)), "duration": (int, float)}
 _ROOT_FIELDS = {"tag": str, "path": str}
-_INDEX_FIELDS = {"file?": str, "vids?": list, "config?": dict, "sha256?": dict}
+_INDEX_FIELDS = {"file?": str, "vids?": list, "config?": dict, "sha256?": dict, "stamps?": dict}
 
 
 def _manifest_problem(manifest: dict) -> str | None:
     """The first field of a manifest that its readers could not use, in words (None: fine)."""
+    index = manifest.get("index") or {}  # read by the last checks, once its type is checked
     checks = (  # in order: each check relies on the fields the previous ones checked
         lambda: _fields_problem(manifest, _MANIFEST_FIELDS),
         lambda: _fields_problem(manifest["encoder"], _ENCODER_FIELDS, "encoder."),
         lambda: _fields_problem(manifest["settings"], _SETTINGS_FIELDS, "settings."),
         lambda: _entries_problem(manifest["videos"].items(), "videos", _VIDEO_FIELDS),
         lambda: _entries_problem(enumerate(manifest.get("roots", [])), "roots", _ROOT_FIELDS),
-        lambda: _fields_problem(manifest.get("index") or {}, _INDEX_FIELDS, "index."),
-        lambda: _strings_problem((manifest.get("index") or {}).get("vids", []), "index.vids"),
+        lambda: _fields_problem(index, _INDEX_FIELDS, "index."),
+        lambda: _strings_problem(enumerate(index.get("vids", [])), "index.vids"),
+        lambda: _strings_problem((index.get("sha256") or {}).items(), "index.sha256"),
     )
     return next((problem for problem in (check() for check in checks) if problem), None)
 
@@ -803,12 +809,13 @@ def _fields_problem(
     return None
 
 
-def _strings_problem(values: list, field_name: str) -> str | None:
-    """The first item of a list field that is not a string (e.g. ``index.vids``)."""
-    for index, value in enumerate(values):
+def _strings_problem(entries: Iterable[tuple[Any, Any]], field_name: str) -> str | None:
+    """The first item of a list or object field that is not a string (``index.vids``, the
+    checksums ``index.sha256``); ``entries`` are its ``(index or name, value)`` pairs."""
+    for name, value in entries:
         problem = json_type_problem(value, str)
         if problem:
-            return f"field '{field_name}[{index}]' is {problem}"
+            return f"field '{field_name}[{short_repr(name)}]' is {problem}"
     return None
 
 
@@ -991,6 +998,14 @@ def _file_stamp(path: str | None) -> dict:
     return _stamp(None if path is None else os.stat(path))
 
 
+def _file_changed(item: VideoItem, st: os.stat_result | None) -> bool:
+    """Whether a source file no longer has the stamp ``st`` it had when it was read (or is gone)."""
+    try:
+        return item.path is not None and _file_stamp(item.path) != _stamp(st)
+    except OSError:
+        return True
+
+
 def is_done(manifest: dict, item: VideoItem, out_dir: Path) -> bool:
     """Whether ``item`` is finished: listed as done, source unchanged, both files present."""
     entry = manifest["videos"].get(item.vid)
@@ -1105,10 +1120,13 @@ def extract_all(
 
     Returns:
         The :class:`BuildSummary`. A file that cannot be indexed is skipped and named there
-        (by its own path); other exceptions (the encoder failing, a full disk, Ctrl-C)
-        propagate, and everything finished before them is kept.
+        (by its own path), and so is a file that changed while it was read (its features are
+        not stored: :data:`CHANGED_WHILE_READ`); other exceptions (the encoder failing, a full
+        disk, Ctrl-C) propagate, and everything finished before them is kept.
     """
     from tqdm.auto import tqdm
+
+    from course_lib.files import folder_lock
 
     out_dir = Path(out_dir)
     summary = summary or BuildSummary()
@@ -1137,8 +1155,14 @@ def extract_all(
             continue
         if messages:
             summary.warnings[item.vid] = messages
-        _save_video(out_dir, item, vf)
-        record(_done_change(item, vf, st))  # the video counts as done from here on
+        # files and record under one lock, and only while the file still has the stamp it had
+        # when it was read: a concurrent build of a newer content never ends up with our features
+        with folder_lock(out_dir, lock_timeout):
+            if _file_changed(item, st):
+                summary.skipped[item.path] = CHANGED_WHILE_READ
+                continue
+            _save_video(out_dir, item, vf)
+            record(_done_change(item, vf, st))  # the video counts as done from here on
         summary.computed.append(item.vid)
         summary.video_seconds += vf.duration
     summary.seconds += time.perf_counter() - start

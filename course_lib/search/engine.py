@@ -36,7 +36,9 @@ The index is built over every finished video of the folder, whatever source fold
 from; ids are unique across source folders (:func:`~course_lib.search.build.vid_for_path`). The
 manifest records the SHA256 of ``segments.faiss`` and its metadata file: a file changed after it
 was written (e.g. edited vectors) is noticed on load and the index is rebuilt from the stored
-features, with a warning that names the file.
+features, with a warning that names the file. The record also keeps each video's stamp, so an
+index that still holds the old vectors of a video recomputed since (a build killed between
+recording the video and rebuilding the index) is rebuilt too.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import numpy as np
 
 from course_lib.corpus.index import IndexConfig, SegmentIndex, checksum_mismatch, index_checksums
 from course_lib.corpus.search import CoarseToFineSearch, SegmentVideoScorer
+from course_lib.datasets.safe_read import short_repr
 from course_lib.datasets.validate import text_problem
 from course_lib.errors import CourseError, DataValidationError
 from course_lib.files import folder_lock
@@ -488,8 +491,10 @@ def audit_index(
 
     Checks: the index loads without being rebuilt (its files match their checksums); every file
     has exactly one id and no id names another file; the segment index holds exactly the
-    finished videos; each video's stored features equal those of its own file computed afresh
-    (with the folder's settings, up to ``atol``: the store keeps fp16).
+    finished videos, with the vectors of their stored features (an exact, flat index scores
+    every segment as one built afresh from the stored features does); each video's stored
+    features equal those of its own file computed afresh (with the folder's settings, up to
+    ``atol``: the store keeps fp16).
 
     Args:
         out_dir: the index folder.
@@ -520,6 +525,9 @@ def audit_index(
     report.checked.append(f"the segment index holds the {len(engine.manifest['videos'])} videos")
     if sorted(engine.vids) != sorted(engine.manifest["videos"]):
         report.problems.append("the segment index and the manifest list different videos")
+    if engine.index.config.kind == "flat":  # approximate kinds score only roughly alike
+        report.checked.append("the segment index scores segments as their stored features do")
+        report.problems += _index_vector_problems(engine)
     settings = engine.manifest["settings"]
     report.checked.append(f"{len(engine.vids)} videos have the features of their own file")
     for vid in engine.vids:
@@ -528,6 +536,32 @@ def audit_index(
         if not np.allclose(engine.features(vid), own.features, atol=atol):
             report.problems.append(f"the features of {vid} are not those of {path}")
     return report
+
+
+def _index_vector_problems(engine: MomentSearch, query: str = "a red circle moves left") -> list:
+    """Videos whose segments the loaded (flat) index scores otherwise than an index built afresh
+    from the stored features does (e.g. it kept the old vectors of a recomputed video).
+
+    Returns:
+        One problem line per such video (or one line when the segments themselves differ).
+    """
+    # 1. an index built afresh from the stored features, with the loaded one's settings
+    fresh = SegmentIndex.build({v: engine.features(v) for v in engine.vids}, engine.index.config)
+    # 2. every segment's score for one query, in both
+    embedding = engine.encode_query(query).embedding
+    loaded, expected = (_segment_scores(index, embedding) for index in (engine.index, fresh))
+    # 3. the videos whose segments or scores differ
+    if not loaded.index.equals(expected.index):
+        return ["the segment index holds other segments than the stored features give"]
+    differ = ~np.isclose(loaded.to_numpy(), expected.to_numpy(), atol=1e-4)
+    bad = sorted(set(loaded.index[differ].get_level_values("vid")))
+    return [f"the segment index holds other vectors of {v} than its stored features" for v in bad]
+
+
+def _segment_scores(index: SegmentIndex, embedding: np.ndarray):
+    """Score of every segment of an index for one query embedding, by (vid, start, end)."""
+    table = index.search_segments(embedding, k=index.ntotal)
+    return table.set_index(["vid", "start", "end"])["score"].sort_index()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -666,7 +700,8 @@ def _build_index(
 def _save_index(out_dir: Path, manifest: dict, index: SegmentIndex) -> None:
     """Save the index files, then record them (videos, config, checksums) in the manifest.
 
-    The caller holds the folder's lock, so readers see the files and their record together.
+    The record also keeps the stamp each video's entry had (:func:`_outdated_vids`). The caller
+    holds the folder's lock, so readers see the files and their record together.
     """
     index.save(out_dir / INDEX_FILE)
     manifest["index"] = {
@@ -674,8 +709,25 @@ def _save_index(out_dir: Path, manifest: dict, index: SegmentIndex) -> None:
         "vids": index.vids,
         "config": asdict(index.config),
         "sha256": index_checksums(out_dir / INDEX_FILE),
+        "stamps": {vid: manifest["videos"][vid].get("stamp") for vid in index.vids},
     }
     write_manifest(out_dir, manifest)
+
+
+def _outdated_vids(manifest: Mapping[str, Any]) -> set[str]:
+    """Videos the saved index holds with the features of an older content of their file.
+
+    A build records a recomputed video (new features, new stamp) before it rebuilds the index;
+    killed in between, it leaves an index whose vectors of that video are the old ones. The
+    index record's stamps tell: they differ from the video entries' stamps.
+
+    Returns:
+        The indexed vids whose entry's stamp differs from the one recorded with the index
+        (none for an index recorded before stamps were).
+    """
+    recorded = (manifest.get("index") or {}).get("stamps") or {}
+    videos = manifest["videos"]
+    return {v for v, stamp in recorded.items() if v in videos and videos[v].get("stamp") != stamp}
 
 
 def _read_index(out_dir: Path, manifest: dict) -> tuple[SegmentIndex | None, str]:
@@ -716,6 +768,15 @@ def _load_index(out_dir: Path, lock_timeout: float) -> tuple[SegmentIndex, dict]
     with folder_lock(out_dir, lock_timeout, required=False) as locked:
         manifest = read_manifest(out_dir)
         index, reason = _read_index(out_dir, manifest)
+        # an index holding a video the manifest no longer lists (a build dropped its unreadable
+        # file, and has not rebuilt the index yet) would fail at query time: rebuild without it
+        gone = sorted(set(index.vids) - set(manifest["videos"])) if index is not None else []
+        if gone:
+            index, reason = None, f"it holds videos the manifest does not list: {short_repr(gone)}"
+        # an index holding old vectors of a recomputed video (a build killed before its index)
+        outdated = sorted(_outdated_vids(manifest)) if index is not None else []
+        if outdated:
+            index, reason = None, f"videos recomputed since it was built: {short_repr(outdated)}"
         if index is not None:
             return index, manifest
         info = manifest.get("index") or {}
@@ -765,7 +826,9 @@ def _sync_index(
         config: index settings of a new index.
         lock_timeout: seconds to wait for another process's lock.
         incremental: add missing videos to the saved index instead of building a new one.
-        changed: videos whose features were recomputed (the index must not keep their old ones).
+        changed: videos whose features were recomputed (the index must not keep their old ones;
+            those recomputed by a run killed before its index are found by
+            :func:`_outdated_vids`).
 
     Returns:
         ``(index, manifest)`` as saved.
@@ -777,7 +840,7 @@ def _sync_index(
         if index is None and manifest.get("index"):
             _rebuild_warning(out_dir, reason)
         held = set(index.vids) if index is not None else set()
-        stale = bool(held - set(wanted) or held & set(changed))
+        stale = bool(held - set(wanted) or held & (set(changed) | _outdated_vids(manifest)))
         if index is not None and not stale and held == set(wanted):
             if incremental or index.config == config:
                 return index, manifest

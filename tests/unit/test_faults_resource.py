@@ -3,7 +3,9 @@ a cap, or echo a huge value whole.
 
 Cases: segment-index metadata whose ``.npy`` headers declare a huge shape or whose arrays
 decompress far beyond their size on disk (refused before anything is allocated, naming the file
-and array; the search engine then rebuilds the index instead of failing), and queries of 10 KB or
+and array; the search engine then rebuilds the index instead of failing), feature files and
+metadata whose ``.npy`` header itself declares 20 KB or 64 MB (refused unread, without numpy's
+advice to trust the file with ``allow_pickle=True``), and queries of 10 KB or
 5 MB echoed in a warning or an error (cut to 200 characters). Each case asserts the course error
 type and that the message names the file / array / query.
 """
@@ -11,6 +13,7 @@ type and that the message names the file / array / query.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -23,6 +26,7 @@ from course_lib.clip import TINY_MODEL_NAME, ClipEncoder
 from course_lib.corpus import SegmentIndex
 from course_lib.corpus import index as corpus_index
 from course_lib.corpus.index import metadata_path
+from course_lib.datasets import load_video_features
 from course_lib.datasets.safe_read import MAX_ECHO_CHARS
 from course_lib.errors import DataValidationError
 from course_lib.search.engine import INDEX_FILE, MomentSearch, _read_index
@@ -71,6 +75,27 @@ def npy_header(shape: tuple[int, ...], descr: str = "<i8") -> bytes:
 def bomb_member(n_bytes: int) -> bytes:
     """A complete ``.npy`` of int64 zeros, ``n_bytes`` long (deflates to a few KB)."""
     return npy_header((n_bytes // 8,)) + bytes(n_bytes)
+
+
+def npy_with_long_header(n_bytes: int) -> bytes:
+    """A complete ``.npy`` (format 2.0) of a (2, 2) float32 array whose header is padded to
+    ``n_bytes`` (spaces: it deflates to a few KB)."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }"
+    header = (text + " " * (n_bytes - len(text) - 1) + "\n").encode("latin1")
+    return b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + bytes(16)
+
+
+def refusal_and_peak(read) -> tuple[str, int]:
+    """The message of the DataValidationError ``read()`` raises, and its peak allocation."""
+    messages: list[str] = []
+
+    def attempt() -> None:
+        with pytest.raises(DataValidationError) as info:
+            read()
+        messages.append(str(info.value))
+
+    peak = peak_allocation(attempt)
+    return messages[0], peak
 
 
 # ----------------------------------------------------------------------------- index metadata
@@ -123,6 +148,28 @@ def test_search_engine_rebuilds_an_index_whose_metadata_declares_a_huge_shape(tm
     index, reason = _read_index(tmp_path, {"index": {"file": INDEX_FILE, "vids": list(VIDS)}})
     assert index is None  # the caller rebuilds it from the stored features, with a warning
     assert f"{metadata_path(path)}: array 'starts' declares shape" in reason
+
+
+@pytest.mark.parametrize("n_bytes", [20_000, 64 * MiB], ids=["20 KB header", "64 MB header"])
+def test_npy_header_declaring_a_long_header_is_refused_unread(tmp_path, n_bytes):
+    member = npy_with_long_header(n_bytes)
+    features = tmp_path / "vid.npz"
+    with zipfile.ZipFile(features, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("features.npy", member)
+    index = saved_index(tmp_path)
+    rewrite_member(metadata_path(index), "ids", member)
+    del member
+    readers = {
+        features: lambda: load_video_features(tmp_path, "vid"),
+        metadata_path(index): lambda: SegmentIndex.load(index),
+    }
+    for path, read in readers.items():
+        assert path.stat().st_size < MiB
+        message, peak = refusal_and_peak(read)
+        assert peak < 4 * MiB  # the header is never read, let alone parsed
+        assert f"{path}: array " in message, message
+        assert f"header declares {n_bytes} bytes, over the limit" in message
+        assert "allow_pickle" not in message  # numpy's advice to trust the file
 
 
 # ----------------------------------------------------------------------------- queries

@@ -153,19 +153,30 @@ def test_bad_utf8_is_reported_on_its_own_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- search index
+MANIFEST_BASE = {  # a valid manifest of an empty index, for the cases below to break
+    "format": 1,
+    "encoder": {"identity": "x", "spec": None},
+    "settings": {"clip_len": 2, "fps": 0.5, "thumb_side": 48, "max_side": 256},
+    "videos": {},
+    "skipped": {},
+}
 BAD_MANIFESTS = [
     ("a list", [1, 2], "expected a JSON object, got an array"),
     ("no encoder", {"format": 1, "settings": {}, "videos": {}, "skipped": {}}, "'encoder'"),
     (
         "video without key",
-        {
-            "format": 1,
-            "encoder": {"identity": "x", "spec": None},
-            "settings": {"clip_len": 2, "fps": 0.5, "thumb_side": 48, "max_side": 256},
-            "videos": {"a.mp4": {"path": "/v/a.mp4"}},
-            "skipped": {},
-        },
+        {**MANIFEST_BASE, "videos": {"a.mp4": {"path": "/v/a.mp4"}}},
         "videos['a.mp4'].key",
+    ),
+    (
+        "video without duration",
+        {**MANIFEST_BASE, "videos": {"a.mp4": {"key": "a-1", "path": "/v/a.mp4"}}},
+        "videos['a.mp4'].duration' is missing",
+    ),
+    (
+        "checksum that is a number",
+        {**MANIFEST_BASE, "index": {"vids": [], "sha256": {"segments.faiss": 5}}},
+        "index.sha256['segments.faiss']' is a number",
     ),
 ]
 
@@ -282,6 +293,14 @@ def test_unpickling_errors_never_suggest_weights_only_false(tmp_path):
     with pytest.raises(CheckpointError, match="not a plain tensor file") as refused:
         load_training_state(tmp_path, model, optimizer, scheduler)
     assert torch_advice(refused.value) == []
+
+
+def test_random_bytes_as_a_torch_file_are_refused_with_the_unpicklers_reason(tmp_path):
+    state = tmp_path / STATE_FILE
+    state.write_bytes(b"garbage" * 10)
+    with pytest.raises(CheckpointError, match=r"\(Unsupported operand \d+\)") as refused:
+        safe_read.load_torch_file(state, "training state")
+    assert str(state) in str(refused.value) and torch_advice(refused.value) == []
 
 
 # ----------------------------------------------------------------------------- array size caps

@@ -27,9 +27,15 @@ from course_lib.clip import ClipEncoder, FeatureCache
 from course_lib.clip.frames import file_frame_source
 from course_lib.errors import LockTimeoutError
 from course_lib.files import host_tag
-from course_lib.search import MomentSearch
+from course_lib.search import MomentSearch, build
+from course_lib.search import engine as engine_module
 from course_lib.search.__main__ import main
-from course_lib.search.build import FEATURES_DIR, read_manifest, update_manifest
+from course_lib.search.build import (
+    CHANGED_WHILE_READ,
+    FEATURES_DIR,
+    read_manifest,
+    update_manifest,
+)
 from course_lib.search.engine import INDEX_FILE, audit_index
 from course_lib.video import write_video
 
@@ -188,6 +194,77 @@ def test_feature_cache_recomputes_a_file_replaced_at_the_same_path(tmp_path, enc
     after = cache.get(str(path), _counting_file_source(calls))
     assert len(calls) == 2 and not np.allclose(before, after)
     np.testing.assert_array_equal(after, FeatureCache(encoder, root=tmp_path / "f").get(str(path)))
+
+
+def test_a_file_replaced_while_it_is_read_never_keeps_its_old_features(
+    tmp_path, encoder, monkeypatch
+):
+    folder = tmp_path / "videos"
+    good = write_toy(folder / "good.mp4", 0)
+    swapped = write_toy(folder / "swapped.mp4", 1)
+    read, replaced = build.extract_with_settings, []
+
+    def read_then_replace(item, *args, **kwargs):
+        result = read(item, *args, **kwargs)
+        if Path(item.path).name == swapped.name and not replaced:
+            replaced.append(write_toy(swapped, 2))  # another content, after the old one was read
+        return result
+
+    monkeypatch.setattr(build, "extract_with_settings", read_then_replace)
+    out = tmp_path / "index"
+    first = MomentSearch.build(folder, out, encoder=encoder, progress=False)
+    assert replaced and first.summary.skipped == {str(swapped.resolve()): CHANGED_WHILE_READ}
+    assert_every_video_indexed_with_its_features(out, encoder, [good])
+    again = MomentSearch.build(folder, out, encoder=encoder, progress=False)
+    assert again.summary.computed == ["swapped.mp4"]
+    assert_every_video_indexed_with_its_features(out, encoder, [good, swapped])
+
+
+def segment_scores(engine: MomentSearch, query: np.ndarray):
+    """Every segment of an engine's index with its score for one query embedding, best first."""
+    table = engine.index.search_segments(query, k=engine.index.ntotal)
+    return table[["vid", "start", "end", "score"]]
+
+
+def _killed(*args, **kwargs):
+    """Stands in for a step a build is killed before (kill -9 or Ctrl-C)."""
+    raise KeyboardInterrupt
+
+
+def test_a_build_killed_before_its_index_leaves_no_old_vectors(tmp_path, encoder, monkeypatch):
+    folder, out = tmp_path / "videos", tmp_path / "index"
+    write_toy(folder / "a.mp4", 0)
+    write_toy(folder / "b.mp4", 1)
+    MomentSearch.build(folder, out, encoder=encoder, progress=False)
+    write_toy(folder / "a.mp4", 2)  # another content under the same name
+    # the next build records a.mp4's new features, then is killed before it rebuilds the index
+    with monkeypatch.context() as patched:
+        patched.setattr(engine_module, "_sync_index", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            MomentSearch.build(folder, out, encoder=encoder, progress=False)
+    copy = shutil.copytree(out, tmp_path / "copy")
+    files = sorted(folder.iterdir())
+    fresh = MomentSearch.build(folder, tmp_path / "fresh", encoder=encoder, progress=False)
+    query = fresh.encode_query("a red circle moves left").embedding
+    expected = segment_scores(fresh, query)
+    # a resumed build rebuilds the index (nothing is recomputed), a load does too, warning
+    resumed = MomentSearch.build(folder, out, encoder=encoder, progress=False)
+    assert resumed.summary.computed == []
+    assert segment_scores(resumed, query).equals(expected)
+    assert_every_video_indexed_with_its_features(out, encoder, files)
+    with pytest.warns(UserWarning, match=r"recomputed since it was built: \['a.mp4'\]"):
+        loaded = MomentSearch.load(copy, encoder=encoder)
+    assert segment_scores(loaded, query).equals(expected)
+    # an index recorded before stamps were cannot tell; the audit still finds the old vectors
+    write_toy(folder / "a.mp4", 3)
+    with monkeypatch.context() as patched:
+        patched.setattr(engine_module, "_sync_index", _killed)
+        with pytest.raises(KeyboardInterrupt):
+            MomentSearch.build(folder, copy, encoder=encoder, progress=False)
+    update_manifest(copy, lambda m: m["index"].pop("stamps"))
+    assert audit_index(copy, files, encoder).problems == [
+        "the segment index holds other vectors of a.mp4 than its stored features"
+    ]
 
 
 def _roll_vectors(index_file: Path) -> None:
@@ -350,6 +427,18 @@ def test_concurrent_manifest_writes_are_merged(tmp_path, encoder):
     skipped = read_manifest(out)["skipped"]
     assert sorted(skipped) == sorted(f"w{w}-{i}" for w in range(4) for i in range(25))
     assert list(read_manifest(out)["videos"]) == TOY[:1]
+
+
+def test_a_load_never_hands_out_a_video_the_manifest_dropped(tmp_path, encoder):
+    out = tmp_path / "index"
+    MomentSearch.build(TOY, out, encoder=encoder, progress=False)
+    # what a build records when a video's file became unreadable, before it rebuilds the index
+    update_manifest(out, lambda m: m["videos"].pop(TOY[1]))
+    with pytest.warns(UserWarning, match=rf"rebuilding .*does not list: \['{TOY[1]}'\]"):
+        engine = MomentSearch.load(out, encoder=encoder)
+    assert sorted(engine.vids) == [TOY[0], TOY[2]]
+    assert set(engine.search("a red circle", k=5, thumbnails=False)["vid"]) <= set(engine.vids)
+    assert sorted(MomentSearch.load(out, encoder=encoder).vids) == [TOY[0], TOY[2]]  # saved
 
 
 WRITER = """
