@@ -1,4 +1,8 @@
-"""The chapter map of the course: one table used by notebook 00 and the README."""
+"""The chapter map of the course: one table used by notebook 00 and the README.
+
+:data:`CHAPTERS` are the chapters in reading order (notebook 00 draws and lists them);
+:data:`APPENDICES` are notebooks outside that path (the README's course map lists both).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,17 @@ CHAPTERS: tuple[Chapter, ...] = (
         "Your moment search engine",
         "index real video files, query, widget",
         "search, widgets",
+    ),
+)
+
+
+#: Notebooks outside the reading order: recipes for real data, after the chapters.
+APPENDICES: tuple[Chapter, ...] = (
+    Chapter(
+        "A1",
+        "Reproduce COREBA on QVHighlights on a GPU",
+        "fetch the release, train / predict / eval with one command each",
+        "qvhighlights",
     ),
 )
 

@@ -9,6 +9,8 @@ Environment variables
 ``COURSE_FAST``    ``1`` = small, CPU-friendly runs (the default in tests and CI),
                    ``0`` = full runs. Unset: fast unless a CUDA GPU is present.
 ``COURSE_CACHE``   cache directory (default: ``<repo>/.cache`` or ``~/.cache/course_lib``).
+``COURSE_DATA_DIR`` folder of the committed artifacts (default: ``<repo>/data``); a wheel
+                   install, which has no ``data/``, points it at a checkout's ``data/`` folder.
 ``COURSE_OFFLINE`` ``1`` makes :func:`is_online` answer ``False`` without touching the network.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 DEVICE_ENV = "COURSE_DEVICE"
 FAST_ENV = "COURSE_FAST"
 CACHE_ENV = "COURSE_CACHE"
+DATA_ENV = "COURSE_DATA_DIR"
 OFFLINE_ENV = "COURSE_OFFLINE"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -193,12 +196,30 @@ def repo_root() -> Path | None:
 
 
 def data_dir() -> Path:
-    """Directory of small committed artifacts (checkpoints, fixtures)."""
+    """Directory of small committed artifacts (checkpoints, fixtures).
+
+    ``COURSE_DATA_DIR`` when set (a wheel install has no ``data/``: point it at a checkout's
+    ``data/`` folder), else ``<repo>/data``, as :func:`cache_dir` reads ``COURSE_CACHE``.
+
+    Raises:
+        FileNotFoundError: ``COURSE_DATA_DIR`` names no folder (the message names the variable
+            and the path), or it is unset and the library is not in a checkout (a wheel).
+    """
+    override = os.environ.get(DATA_ENV, "").strip()
+    if override:
+        folder = Path(override).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{DATA_ENV}={override!r} is not a folder: point it at the data/ folder of a "
+                "course checkout, or unset it"
+            )
+        return folder
     root = repo_root()
     if root is None:
         raise FileNotFoundError(
             "course data/ directory not found: install the course in editable "
-            "mode from its checkout (pip install -e '.[notebooks,faiss-cpu]')"
+            "mode from its checkout (pip install -e '.[notebooks,faiss-cpu]'), or set "
+            f"{DATA_ENV} to the data/ folder of a checkout"
         )
     return root / "data"
 

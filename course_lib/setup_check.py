@@ -2,14 +2,16 @@
 
 A wheel install (``pip install course_lib``) ships the library but not the repository's ``data/``
 folder of committed checkpoints, so the report says what is missing and how to get it instead of
-``[OK]``. Only one faiss build may be installed: ``faiss-cpu`` and ``faiss-gpu-cu12`` write the
-same ``faiss`` module, and the report flags both being present.
+``[OK]``: install from a clone, or point ``COURSE_DATA_DIR`` (:data:`course_lib.env.DATA_ENV`) at
+a clone's ``data/`` folder. Only one faiss build may be installed: ``faiss-cpu`` and
+``faiss-gpu-cu12`` write the same ``faiss`` module, and the report flags both being present.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,13 +35,11 @@ REQUIRED_PACKAGES: dict[str, str] = {
 }
 
 #: The committed checkpoints under ``data/`` that the notebooks load (a wheel has none of them):
-#: chapter 1's tiny CLIP and clip-level video encoder, chapter 5's three COREBA models.
+#: chapter 1's tiny CLIP and clip-level video encoder, chapter 5's COREBA model.
 REQUIRED_DATA_FILES: tuple[str, ...] = (
     "tiny_clip.safetensors",
     "video_clip.safetensors",
     "coreba_toy.safetensors",
-    "coreba_toy_motion.safetensors",
-    "coreba_toy_words.safetensors",
 )
 
 #: pip distributions that each install the ``faiss`` module (at most one may be installed).
@@ -83,12 +83,16 @@ class DataStatus:
     """Whether the committed ``data/`` files are where :func:`course_lib.env.data_dir` looks.
 
     Attributes:
-        folder: the data folder, or ``None`` when there is none (an installed wheel).
+        folder: the data folder, or ``None`` when there is none (an installed wheel, or
+            ``COURSE_DATA_DIR`` naming no folder).
         missing: the :data:`REQUIRED_DATA_FILES` not found there.
+        problem: :func:`course_lib.env.data_dir`'s message when ``COURSE_DATA_DIR`` names no
+            folder, else empty.
     """
 
     folder: Path | None
     missing: list[str] = field(default_factory=list)
+    problem: str = ""  # why there is no folder, when COURSE_DATA_DIR names none
 
     @property
     def ok(self) -> bool:
@@ -100,11 +104,13 @@ def data_status() -> DataStatus:
     """Look for :data:`REQUIRED_DATA_FILES` in :func:`course_lib.env.data_dir`; never raises."""
     from course_lib import env
 
-    # 1. a wheel install has no checkout, so data_dir() has nowhere to point
+    # 1. a wheel install has no checkout, so data_dir() has nowhere to point unless
+    #    COURSE_DATA_DIR names a folder (one that is not there is reported as such)
     try:
         folder = env.data_dir()
-    except FileNotFoundError:
-        return DataStatus(None, list(REQUIRED_DATA_FILES))
+    except FileNotFoundError as exc:
+        problem = str(exc) if os.environ.get(env.DATA_ENV, "").strip() else ""
+        return DataStatus(None, list(REQUIRED_DATA_FILES), problem)
     # 2. a checkout (or a folder set up by hand) must hold every committed checkpoint
     missing = [name for name in REQUIRED_DATA_FILES if not (folder / name).is_file()]
     return DataStatus(folder, missing)
@@ -114,7 +120,17 @@ def data_report(status: DataStatus) -> list[str]:
     """The report lines for ``status``: one ``[OK]`` line, or ``[FAIL]`` with what to do."""
     if status.ok:
         return [f"[OK]   {'data/':<12} {len(REQUIRED_DATA_FILES)} committed checkpoints"]
-    clone = f"{project.clone_command()} && cd {project.github_slug().split('/')[1]}"
+    from course_lib.env import DATA_ENV  # lazily: env imports numpy, whose absence is reported
+
+    name = project.github_slug().split("/")[1]
+    clone = f"{project.clone_command()} && cd {name}"
+    point = f"export {DATA_ENV}=/path/to/{name}/data"
+    if status.folder is None and status.problem:
+        # COURSE_DATA_DIR is set but names no folder
+        return [
+            f"[FAIL] {'data/':<12} {status.problem}",
+            f"       {'':<12} -> {point} (the data/ folder of a clone: {project.clone_command()})",
+        ]
     if status.folder is None:
         # an installed wheel: the library is there, the repository's data/ folder is not
         return [
@@ -124,10 +140,13 @@ def data_report(status: DataStatus) -> list[str]:
             f"       {'':<12} missing: {', '.join(status.missing)}",
             f"       {'':<12} -> clone the course and install it from the clone: "
             f"{clone} && {EDITABLE_INSTALL}",
+            f"       {'':<12} -> or keep this install and point {DATA_ENV} at a clone's data/ "
+            f'folder: {clone} && export {DATA_ENV}="$PWD/data"',
         ]
     # a data folder without some of the committed files (deleted, or an incomplete copy)
+    where = f" ({DATA_ENV})" if os.environ.get(DATA_ENV, "").strip() else ""
     return [
-        f"[FAIL] {'data/':<12} {status.folder} lacks {', '.join(status.missing)}",
+        f"[FAIL] {'data/':<12} {status.folder}{where} lacks {', '.join(status.missing)}",
         f"       {'':<12} -> restore them from the repository (`git checkout -- data/` in a "
         f"clone, or a fresh `{project.clone_command()}`)",
     ]

@@ -65,8 +65,11 @@ class Exercise:
 
 
 def chapter_number(notebook: Path) -> str:
-    """Chapter label from the file name: ``03_metrics.ipynb`` -> ``"3"``, ``00b_x`` -> ``"0b"``."""
+    """Chapter label from the file name: ``03_metrics.ipynb`` -> ``"3"``, ``00b_x`` -> ``"0b"``,
+    an appendix ``A1_x`` -> ``"A1"``."""
     prefix = notebook.stem.split("_", 1)[0]
+    if prefix[:1].isalpha():  # appendices (course_lib.course_map.APPENDICES) keep their letter
+        return prefix
     stripped = prefix.lstrip("0")
     if not stripped or not stripped[0].isdigit():
         stripped = "0" + stripped

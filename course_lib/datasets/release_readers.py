@@ -22,10 +22,12 @@ highlights left out) plus two markers::
   queries across splits: Charades train 0-12403, test 12404-16123; ActivityNet val starts at
   37421) and a string ``"{vid}_{n}"`` in TaCoS (``"s17-d69_0"``). Lighthouse finds the query
   features of an int qid in ``qid{qid}.npz`` and those of a TaCoS qid in ``{qid}.npz``
-  (``_get_query_feat_by_qid``); :func:`course_lib.datasets.features.query_feature_path` and
-  :func:`~course_lib.datasets.validate.validate_moment_records` take int qids only, so TaCoS
-  records are checked here, not there. A file mixing int and string qids, or repeating one, is
-  refused (``1`` and ``"1"`` would name different queries).
+  (``_get_query_feat_by_qid``). :func:`~course_lib.datasets.validate.validate_moment_records`
+  takes both kinds, as the official scripts do, and :func:`read_mr_release` ends with it: every
+  record it returns, TaCoS's included, is a valid moment record without highlight labels
+  (``require_labels=False, allow_extra=True``). :func:`course_lib.datasets.features.query_feature_path`
+  still takes int qids only (our ``qid{qid}.npz`` files). A file mixing int and string qids, or
+  repeating one, is refused (``1`` and ``"1"`` would name different queries).
 * ``query`` is kept as given (ActivityNet sentences keep their leading spaces, as lighthouse
   reads them); ``duration`` becomes a float, windows lists of two floats.
 * ``mr_only: True``: highlight metrics (HL-mAP, HIT@1) and saliency targets do not apply. The
@@ -72,10 +74,23 @@ queries ``{"query_id", "query", "relevant_moment": [{"pair_id", "video_name", "t
 of the readme); the same objects one per line in a ``.jsonl`` file. ``video_corpus.json`` is
 ``{video_name: duration}`` (``CorpusEvalDataset``). :func:`read_tvr_ranking` maps ``query_id`` to
 ``qid`` (kept as given), ``video_name`` to ``vid``, ``timestamp`` to ``window``, keeps
-``duration`` and ``relevance`` (0-4; the readme says the val/test relevances are averages over
-2 or 4 workers, so a non-integer value is kept as given, though
-:func:`~course_lib.datasets.validate.validate_corpus` accepts ints only) and keeps ``pair_id``,
-``caption`` and ``similarity`` on the moment (``worker``, of the raw annotations, is dropped).
+``duration`` and ``relevance``, and keeps ``pair_id``, ``caption`` and ``similarity`` on the moment
+(``worker``, of the raw annotations, is dropped).
+
+**Relevance** (0-4, "4 being the most relevant"). The readme says the val/test relevances are
+averages over 2 or 4 workers. TVR-Ranking's own code uses the value as loaded, as a number:
+``modules/ndcg_iou.py`` sorts a query's moments by it and gains ``2 ** relevance - 1``. So:
+
+* an int, or a float (``2.5``, ``2.0``) in 0-4 is a relevance. A float with an integral value
+  becomes that int (``2.0`` -> ``2``: the same gain and the same order in TVR-Ranking's code, and
+  :func:`~course_lib.datasets.validate.validate_corpus` accepts it); any other float is kept as
+  given, so :mod:`course_lib.metrics.ndcg` and :mod:`course_lib.metrics.vcmr` score it as
+  TVR-Ranking does, while :func:`~course_lib.datasets.validate.validate_corpus` and the training
+  dataset of integer grades (:class:`course_lib.datasets.torch_data.CorpusQueryDataset`) refuse it;
+* anything else is refused, naming the file, the line or item, the query_id and the field: a
+  string (``"3"``: ``2 ** "3"`` fails in TVR-Ranking's code, and a number in quotes is not read as
+  one here either), a bool, null, NaN or infinity (Python's json reads ``NaN``), or a number
+  outside 0-4.
 """
 
 from __future__ import annotations
@@ -88,7 +103,12 @@ from typing import Any
 
 from course_lib.datasets.records import is_int, is_number, iter_jsonl
 from course_lib.datasets.safe_read import read_json_file, short_repr
-from course_lib.datasets.validate import MAX_SCORE, text_problem, value_for_message
+from course_lib.datasets.validate import (
+    MAX_SCORE,
+    text_problem,
+    validate_moment_records,
+    value_for_message,
+)
 from course_lib.errors import DataValidationError, MetricInputError
 
 #: The fields of one line of lighthouse's Charades-STA / ActivityNet / TaCoS files, all required.
@@ -456,9 +476,16 @@ def read_mr_release(path: str | Path, dataset: str | None = None) -> list[dict]:
     """
     p = Path(path)
     info = mr_dataset(dataset, p)
-    return _read_checked_lines(
+    records = _read_checked_lines(
         p, "qid", lambda obj, where, clipped: _mr_record(obj, where, info, clipped)
     )
+    # the records are moment records without highlight labels (int or string qids), so the
+    # rest of the library takes them; the line checks above already named any bad line
+    try:
+        validate_moment_records(records, info.clip_length, require_labels=False, allow_extra=True)
+    except DataValidationError as exc:
+        raise DataValidationError(f"{p}: {exc}") from None
+    return records
 
 
 def is_mr_only(record: Mapping) -> bool:
@@ -692,15 +719,26 @@ def _ranking_items(path: Path, max_bytes: int | None) -> Iterator[tuple[str, Any
 
 
 def _relevance(moment: dict, where: str, name: str, default: float | None) -> int | float:
-    """A moment's relevance, a number in 0-4 kept as given (``default`` when absent)."""
+    """A moment's relevance, a number in 0-4 (``default`` when absent; module docstring).
+
+    Returns:
+        An int for an int or an integral float (``2.0`` -> ``2``), else the float as given.
+
+    Raises:
+        DataValidationError: a string, bool, null, NaN or infinity, or a number outside 0-4
+            (names the file, line or item, query_id and field).
+    """
     if "relevance" not in moment:
         return default
     value = moment["relevance"]
     if not is_number(value) or not 0 <= value <= MAX_SCORE:
-        raise _error(
-            where, name, f"expected a number in 0-{MAX_SCORE}, got {value_for_message(value)}"
-        )
-    return int(value) if is_int(value) else float(value)
+        shown = value_for_message(value)
+        if isinstance(value, str):
+            shown += " (a string: TVR-Ranking's ndcg_iou.py computes 2 ** relevance - 1)"
+        raise _error(where, name, f"expected a number in 0-{MAX_SCORE}, got {shown}")
+    if is_int(value) or float(value).is_integer():
+        return int(value)
+    return float(value)
 
 
 def _ranking_moment(obj: Any, where: str, prefix: str, rules: _RankingRules) -> dict:

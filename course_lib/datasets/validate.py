@@ -6,6 +6,11 @@ Every message names the record (qid or pair_id, and its index) and the field.
 
 Moment record rules (QVHighlights, 2-second clips; clip ``i`` covers ``[2i, 2i+2)``):
 
+* ``qid`` is an int (QVHighlights, Charades-STA, ActivityNet Captions) or a non-empty string
+  (TaCoS in lighthouse's layout: ``"s30-d52_0"``). The official scripts accept both: moment_detr's
+  ``standalone_eval/eval.py`` and lighthouse's evaluation only use the qid as a dict key. One list
+  holds one kind (``1`` and ``"1"`` would name different queries, so a mix is refused, as the
+  release readers of :mod:`course_lib.datasets.release_readers` refuse it), and no qid twice;
 * ``0 <= st < ed <= duration`` for every window ``[st, ed]``;
 * ``relevant_clip_ids`` is sorted, unique and equals the union over windows of
   ``floor(st / 2) .. ceil(ed / 2) - 1``;
@@ -119,11 +124,30 @@ def text_problem(text: object) -> str | None:
     return None
 
 
-def _basic_errors(record: dict, id_key: str | None, text_key: str | None) -> list[str]:
-    """Types of the id, text, vid and duration fields (when present)."""
+def is_string_id(value) -> bool:
+    """True for a string id: a string with a non-space character (TaCoS qids ``"s30-d52_0"``)."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _id_error(value, key: str, string_ids: bool) -> str | None:
+    """Why ``value`` is not a usable id: an int, or (``string_ids``) a non-empty string."""
+    if is_int(value) or (string_ids and is_string_id(value)):
+        return None
+    expected = "an int or a non-empty string" if string_ids else "int"
+    return f"field '{key}': expected {expected}, got {value_for_message(value)}"
+
+
+def _basic_errors(
+    record: dict, id_key: str | None, text_key: str | None, string_ids: bool = False
+) -> list[str]:
+    """Types of the id, text, vid and duration fields (when present).
+
+    ``string_ids``: the id may also be a non-empty string (moment records' qids).
+    """
     errors = []
-    if id_key is not None and id_key in record and not is_int(record[id_key]):
-        errors.append(f"field '{id_key}': expected int, got {value_for_message(record[id_key])}")
+    problem = _id_error(record[id_key], id_key, string_ids) if id_key in record else None
+    if problem:
+        errors.append(problem)
     if text_key is not None and text_key in record and text_problem(record[text_key]):
         errors.append(
             f"field '{text_key}': expected a non-empty string, got {short_repr(record[text_key])}"
@@ -275,7 +299,7 @@ def moment_record_errors(
         return [f"{name}: expected a dict, got {type(record).__name__}"]
     required = MOMENT_FIELDS if require_labels else MOMENT_FIELDS[:4]
     errors = _header_errors(record, required, MOMENT_FIELDS, allow_extra)
-    errors += _basic_errors(record, "qid", "query")
+    errors += _basic_errors(record, "qid", "query", string_ids=True)
     if "relevant_windows" in record:
         errors += _window_errors(record["relevant_windows"], record.get("duration"))
     if "relevant_clip_ids" in record:
@@ -314,13 +338,31 @@ def validate_moment_record(
     _raise(moment_record_errors(record, index, clip_len, require_labels, allow_extra))
 
 
-def _duplicate_errors(records: list, key: str) -> list[str]:
-    """Messages for records that repeat an id already used by an earlier record."""
+def _duplicate_errors(records: list, key: str, string_ids: bool = False) -> list[str]:
+    """Messages for records that repeat an id already used by an earlier record, and (with
+    ``string_ids``) for ids of another kind than the first one (int vs string).
+
+    Ids that are not usable (reported by the record checks) are skipped.
+    """
     seen, errors = {}, []
+    first_kind: tuple[bool, int] | None = None  # (is a string, index of the first usable id)
     for i, rec in enumerate(records):
         ident = rec.get(key) if isinstance(rec, dict) else None
-        if ident is None or not is_int(ident):
+        if ident is None or _id_error(ident, key, string_ids):
             continue
+        # 1. one kind per list: 1 and "1" would name different queries
+        kind = isinstance(ident, str)
+        first_kind = first_kind or (kind, i)
+        if kind != first_kind[0]:
+            this, other = ("a string", "an int") if kind else ("an int", "a string")
+            errors.append(
+                f"{_name(rec, i, key)}: field '{key}': {short_repr(ident)} is {this} but index "
+                f"{first_kind[1]} has {other}; one list uses one kind of id (1 and '1' would "
+                "name different queries)"
+            )
+            continue
+        # 2. each id once
+        ident = ident if kind else int(ident)
         if ident in seen:
             errors.append(f"{_name(rec, i, key)}: field '{key}': duplicate of index {seen[ident]}")
         seen.setdefault(ident, i)
@@ -333,7 +375,9 @@ def validate_moment_records(
     require_labels: bool = True,
     allow_extra: bool = False,
 ) -> None:
-    """Validate every moment record and reject duplicate qids and an empty list.
+    """Validate every moment record and reject duplicate qids, mixed qid kinds and an empty list.
+
+    qids are ints or non-empty strings (module docstring), all of one kind.
 
     Raises:
         DataValidationError: listing the first problems (record qid, index and field).
@@ -342,7 +386,7 @@ def validate_moment_records(
     errors = _empty_errors(records, "moment records")
     for i, rec in enumerate(records):
         errors += moment_record_errors(rec, i, clip_len, require_labels, allow_extra)
-    _raise(errors + _duplicate_errors(records, "qid"))
+    _raise(errors + _duplicate_errors(records, "qid", string_ids=True))
 
 
 def retrieval_pair_errors(pair, index: int | None = None) -> list[str]:

@@ -169,8 +169,10 @@ MOMENT_ERRORS = [
     ),
     ("float score", _set(["saliency_scores", 0], [1.5, 2, 3]), "saliency_scores[0]", "ints"),
     ("annotator count", _set(["saliency_scores", 2], [0, 1]), "saliency_scores[2]", "annotators"),
-    ("qid not int", _set(["qid"], "7"), "qid", "expected int"),
-    ("qid bool", _set(["qid"], True), "qid", "expected int"),
+    ("qid float", _set(["qid"], 7.0), "qid", "expected an int or a non-empty string"),
+    ("qid empty string", _set(["qid"], "  "), "qid", "expected an int or a non-empty string"),
+    ("qid bool", _set(["qid"], True), "qid", "expected an int or a non-empty string"),
+    ("qid list", _set(["qid"], [7]), "qid", "expected an int or a non-empty string"),
     ("empty query", _set(["query"], "  "), "query", "non-empty string"),
     ("vid not str", _set(["vid"], 3), "vid", "non-empty string"),
     ("duration NaN", _set(["duration"], float("nan")), "duration", "positive finite"),
@@ -222,6 +224,39 @@ def test_duplicate_qids():
         DataValidationError, match=r"qid=7 \(index 1\): field 'qid': duplicate of index 0"
     ):
         validate_moment_records([good_record(7), good_record(7)])
+
+
+def test_string_qids_are_accepted_as_the_official_scripts_do():
+    # TaCoS in lighthouse's layout names its queries "{vid}_{n}"; moment_detr's and lighthouse's
+    # evaluation use the qid only as a dict key, so a string qid is a valid moment record
+    tacos = [dict(good_record(), qid="s30-d52_0"), dict(good_record(), qid="s30-d52_1")]
+    validate_moment_record(tacos[0])
+    validate_moment_records(tacos)
+    validate_moment_records([dict(r, qid=str(i)) for i, r in enumerate(tacos)])  # digits too
+    with pytest.raises(
+        DataValidationError,
+        match=r"qid='s30-d52_0' \(index 1\): field 'qid': duplicate of index 0",
+    ):
+        validate_moment_records([tacos[0], tacos[0]])
+
+
+def test_int_and_string_qids_are_not_mixed():
+    # 1 and "1" would name different queries: one list holds one kind, as the release readers say
+    with pytest.raises(DataValidationError) as refused:
+        validate_moment_records([good_record(1), dict(good_record(), qid="1")])
+    message = str(refused.value)
+    assert (
+        "record qid='1' (index 1): field 'qid': '1' is a string but index 0 has an int" in message
+    )
+    with pytest.raises(DataValidationError, match=r"qid=2 \(index 2\).*is an int but index 0"):
+        validate_moment_records(
+            [dict(good_record(), qid="a"), dict(good_record(), qid="b"), good_record(2)]
+        )
+    # an unusable qid is reported once, by the record check, not as another kind
+    with pytest.raises(DataValidationError) as refused:
+        validate_moment_records([good_record(1), dict(good_record(), qid=1.5)])
+    assert "expected an int or a non-empty string, got 1.5 (a float)" in str(refused.value)
+    assert "kind" not in str(refused.value)
 
 
 # ------------------------------------------------------------------ corpus and pairs

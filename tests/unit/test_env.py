@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +141,40 @@ def test_cache_dir_override_and_subdir(monkeypatch, tmp_path):
     monkeypatch.setenv(env.CACHE_ENV, str(tmp_path / "c"))
     path = env.cache_dir("features")
     assert path == tmp_path / "c" / "features" and path.is_dir()
+
+
+def test_data_dir_defaults_to_the_checkouts_data_folder(monkeypatch):
+    monkeypatch.delenv(env.DATA_ENV, raising=False)
+    assert env.data_dir() == env.repo_root() / "data"
+
+
+def test_data_dir_honours_course_data_dir_like_cache_dir(monkeypatch, tmp_path):
+    # a wheel install has no checkout: COURSE_DATA_DIR points it at a checkout's data/ folder
+    monkeypatch.setattr(env, "repo_root", lambda: None)
+    monkeypatch.setenv(env.DATA_ENV, f" {tmp_path} ")  # surrounding spaces ignored, as COURSE_CACHE
+    assert env.DATA_ENV == "COURSE_DATA_DIR" and env.data_dir() == tmp_path
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "course_data").mkdir()
+    monkeypatch.setenv(env.DATA_ENV, "~/course_data")
+    assert env.data_dir() == tmp_path / "course_data"
+    # it wins over the checkout too
+    monkeypatch.setattr(env, "repo_root", lambda: Path("/nonexistent/checkout"))
+    assert env.data_dir() == tmp_path / "course_data"
+
+
+def test_data_dir_names_the_variable_when_it_points_nowhere(monkeypatch, tmp_path):
+    monkeypatch.setenv(env.DATA_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match=r"COURSE_DATA_DIR='.*missing' is not a folder"):
+        env.data_dir()
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv(env.DATA_ENV, str(tmp_path / "a_file"))
+    with pytest.raises(FileNotFoundError, match="COURSE_DATA_DIR"):
+        env.data_dir()
+    # unset (or empty) in a wheel install: the message says how to set it
+    monkeypatch.setenv(env.DATA_ENV, "")
+    monkeypatch.setattr(env, "repo_root", lambda: None)
+    with pytest.raises(FileNotFoundError, match="pip install -e.*or set COURSE_DATA_DIR"):
+        env.data_dir()
 
 
 def test_default_cache_is_git_ignored(monkeypatch):

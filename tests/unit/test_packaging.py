@@ -260,8 +260,7 @@ def test_required_data_files_are_the_library_checkpoints():
     from course_lib.clip.encoder import TINY_CHECKPOINT
     from course_lib.experiments import ch05_coreba_toy as ch05
 
-    stems = {ch05.checkpoint_stem(kind) for kind in ("clip", "clip+motion", "clip+motion+words")}
-    expected = {TINY_CHECKPOINT, VIDEO_CHECKPOINT} | {f"{stem}.safetensors" for stem in stems}
+    expected = {TINY_CHECKPOINT, VIDEO_CHECKPOINT, f"{ch05.CHECKPOINT_STEM}.safetensors"}
     assert set(setup_check.REQUIRED_DATA_FILES) == expected
     assert all((ROOT / "data" / name).is_file() for name in expected)
     assert setup_check.data_status().ok
@@ -270,12 +269,43 @@ def test_required_data_files_are_the_library_checkpoints():
 def test_a_wheel_install_reports_the_missing_data_folder(monkeypatch, capsys):
     # an installed wheel has no checkout, so env.data_dir() has nowhere to point
     monkeypatch.setattr(env, "repo_root", lambda: None)
+    monkeypatch.delenv(env.DATA_ENV, raising=False)
     assert setup_check.main() == 1
     out = capsys.readouterr().out
     assert "[FAIL] data/" in out and "wheel" in out
     assert all(name in out for name in setup_check.REQUIRED_DATA_FILES)
     assert project.clone_command() in out and setup_check.EDITABLE_INSTALL in out
     assert "[OK]   data/" not in out
+    # the other way out: keep the wheel and point COURSE_DATA_DIR at a clone's data/ folder
+    assert "point COURSE_DATA_DIR at a clone's data/ folder" in out
+    assert 'export COURSE_DATA_DIR="$PWD/data"' in out
+
+
+def test_a_wheel_install_with_course_data_dir_finds_the_checkpoints(monkeypatch, tmp_path):
+    # the wheel (no checkout) reads the checkout's data/ through COURSE_DATA_DIR
+    monkeypatch.setattr(env, "repo_root", lambda: None)
+    data = tmp_path / "clone" / "data"
+    data.mkdir(parents=True)
+    for name in setup_check.REQUIRED_DATA_FILES:
+        (data / name).write_bytes(b"")
+    monkeypatch.setenv(env.DATA_ENV, str(data))
+    status = setup_check.data_status()
+    assert status.ok and status.folder == data
+    assert setup_check.data_report(status)[0].startswith("[OK]   data/")
+
+
+def test_course_data_dir_naming_no_folder_is_reported_by_name(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(env.DATA_ENV, str(tmp_path / "nowhere"))
+    status = setup_check.data_status()
+    assert status.folder is None and "COURSE_DATA_DIR=" in status.problem
+    assert setup_check.main() == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] data/        COURSE_DATA_DIR='{tmp_path / 'nowhere'}' is not a folder" in out
+    assert "-> export COURSE_DATA_DIR=/path/to/" in out
+    # a folder that lacks checkpoints says where it came from
+    monkeypatch.setenv(env.DATA_ENV, str(tmp_path))
+    assert setup_check.main() == 1
+    assert f"{tmp_path} (COURSE_DATA_DIR) lacks tiny_clip.safetensors" in capsys.readouterr().out
 
 
 def test_an_empty_data_folder_lists_every_missing_checkpoint(monkeypatch, tmp_path, capsys):

@@ -1,21 +1,21 @@
 """``python -m course_lib.qvhighlights``: a fake release in the exact layout, train -> predict -> eval.
 
-The fake release has the QVHighlights files and feature widths (CLIP 512, SlowFast 2304, CLIP
-text 512) with tiny random features, including the 76-row quirk (SlowFast one row longer than
-CLIP for a 150-s video) and a short video whose streams differ by a row below max_v_l.
+The fake release (:mod:`course_lib.qvhighlights.fake_release`, shared with the appendix notebook
+A1) has the QVHighlights files and feature widths (CLIP 512, SlowFast 2304, CLIP text 512) with
+tiny random features, including the 76-row quirk (SlowFast one row longer than CLIP for a 150-s
+video) and a short video whose streams differ by a row below max_v_l.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from course_lib.datasets import read_jsonl, save_query_features, save_video_features
+from course_lib.datasets import read_jsonl
 from course_lib.errors import CheckpointError, DataValidationError
 from course_lib.metrics import eval_qvhighlights, validate_submission
 from course_lib.qvhighlights import (
@@ -30,83 +30,26 @@ from course_lib.qvhighlights import (
     temporal_endpoint_features,
 )
 from course_lib.qvhighlights.__main__ import main
+from course_lib.qvhighlights.fake_release import (
+    QUERIES,
+    VIDEOS,
+    write_fake_release,
+    write_small_config,
+)
 from course_lib.training.loop import autocast_dtype
 
-# vid: (duration in s, CLIP rows, SlowFast rows)
-VIDEOS = {
-    "quirkA_0.0_150.0": (150, 75, 76),  # the 76-row quirk
-    "shortB_10.0_50.0": (40, 20, 21),  # streams differ below max_v_l
-    "midC_0.0_100.0": (100, 50, 50),
-    "valD_30.0_90.0": (60, 30, 30),
-    "testE_0.0_150.0": (150, 75, 75),
-}
-# split: [(qid, vid, windows or None for unlabelled test records, query tokens)]
-QUERIES = {
-    "train": [
-        (1, "quirkA_0.0_150.0", [[10, 30]], 12),
-        (2, "quirkA_0.0_150.0", [[100, 150]], 40),  # 40 tokens: cut to max_q_l = 32
-        (3, "shortB_10.0_50.0", [[0, 8], [20, 26]], 9),
-        (4, "shortB_10.0_50.0", [[30, 40]], 7),
-        (5, "midC_0.0_100.0", [[50, 64]], 15),
-        (6, "midC_0.0_100.0", [[2, 12]], 10),
-        (7, "quirkA_0.0_150.0", [[60, 70]], 8),
-        (8, "midC_0.0_100.0", [[80, 100]], 11),
-    ],
-    "val": [
-        (11, "valD_30.0_90.0", [[12, 24]], 9),
-        (12, "valD_30.0_90.0", [[40, 60]], 13),
-        (13, "quirkA_0.0_150.0", [[20, 40]], 10),
-    ],
-    "test": [(21, "testE_0.0_150.0", None, 8), (22, "valD_30.0_90.0", None, 11)],
-}
 BRIEF = ("MR-full-mAP", "MR-full-R1@0.5", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1")
-
-
-def moment_record(qid: int, vid: str, windows, rng: random.Random) -> dict:
-    """A QVHighlights record; labels (clip ids of the windows, 3 scores each) unless test."""
-    record = {"qid": qid, "query": f"query number {qid}", "vid": vid, "duration": VIDEOS[vid][0]}
-    if windows is not None:
-        ids = sorted({c for st, ed in windows for c in range(st // 2, math.ceil(ed / 2))})
-        scores = [[rng.randint(0, 4) for _ in range(3)] for _ in ids]
-        record |= {"relevant_windows": windows, "relevant_clip_ids": ids, "saliency_scores": scores}
-    return record
-
-
-def write_release(root, annotations_sub: str = "", features_sub: str = "") -> None:
-    """The fake release under ``root`` (optionally in moment_detr's data/ and features/)."""
-    rng, np_rng = random.Random(0), np.random.default_rng(0)
-    for split, queries in QUERIES.items():
-        path = root / annotations_sub / f"highlight_{split}_release.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps(moment_record(q, v, w, rng)) for q, v, w, _ in queries]
-        path.write_text("\n".join(lines) + "\n")
-        for qid, _, _, n_tokens in queries:
-            tokens = np_rng.normal(size=(n_tokens, 512))
-            save_query_features(root / features_sub / "clip_text_features", qid, tokens)
-    for vid, (_, n_clip, n_slowfast) in VIDEOS.items():
-        clip = np_rng.normal(size=(n_clip, 512))
-        slowfast = np.abs(np_rng.normal(size=(n_slowfast, 2304)))  # SlowFast: post-ReLU
-        save_video_features(root / features_sub / "clip_features", vid, clip)
-        save_video_features(root / features_sub / "slowfast_features", vid, slowfast)
 
 
 @pytest.fixture
 def release(tmp_path):
     """A fake release in the flat layout."""
-    root = tmp_path / "qvh"
-    write_release(root)
-    return root
+    return write_fake_release(tmp_path / "qvh")
 
 
 def small_config(tmp_path, **training) -> str:
     """The shipped config with a narrow model and two CPU epochs (a few seconds)."""
-    data = json.loads(DEFAULT_CONFIG.read_text())
-    data["model"] |= {"d": 32, "n_heads": 4, "dim_feedforward": 64}
-    data["training"] |= {"epochs": 2, "batch_size": 4, "num_workers": 0, "progress": False}
-    data["training"] |= training
-    path = tmp_path / "small.json"
-    path.write_text(json.dumps(data))
-    return str(path)
+    return str(write_small_config(tmp_path / "small.json", **training))
 
 
 def raw(path, key: str = "features") -> np.ndarray:
@@ -175,6 +118,30 @@ def test_a_resumed_run_refuses_other_settings(release, tmp_path, capsys):
     assert main([*train, "--video-features", "slowfast"]) == 1
     err = capsys.readouterr().err
     assert "features.video_features: 'clip' -> 'slowfast'" in err and str(run) in err
+
+
+def test_the_fake_release_has_the_layout_and_quirks_and_repeats_for_a_seed(release, tmp_path):
+    # the generator is library code (the appendix notebook A1 runs on it): pin what it writes
+    layout = ReleaseLayout(release)
+    for split, queries in QUERIES.items():
+        records = read_split(layout, split)
+        assert [r["qid"] for r in records] == [q[0] for q in queries]
+        assert all(("relevant_windows" in r) == (split != "test") for r in records)
+    for vid, (_, n_clip, n_slowfast) in VIDEOS.items():
+        assert raw(release / "clip_features" / f"{vid}.npz").shape == (n_clip, 512)
+        assert raw(release / "slowfast_features" / f"{vid}.npz").shape == (n_slowfast, 2304)
+    assert VIDEOS["quirkA_0.0_150.0"][1:] == (75, 76)  # the 76-row quirk is there
+    assert raw(release / "clip_text_features" / "qid2.npz", "last_hidden_state").shape == (40, 512)
+    # the same seed writes the same records and arrays (npz bytes hold a zip timestamp)
+    again = write_fake_release(tmp_path / "again")
+    files = sorted(p.relative_to(release) for p in release.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for name in files:
+        if name.suffix == ".jsonl":
+            assert (again / name).read_text() == (release / name).read_text(), name
+        else:
+            key = "last_hidden_state" if name.parts[0] == "clip_text_features" else "features"
+            np.testing.assert_array_equal(raw(again / name, key), raw(release / name, key))
 
 
 # ----------------------------------------------------------------------------- conventions
@@ -246,7 +213,7 @@ def test_tef_l2_and_the_gap_warning():
 
 
 def test_the_moment_detr_checkout_layout_is_read_too(tmp_path):
-    write_release(tmp_path, annotations_sub="data", features_sub="features")
+    write_fake_release(tmp_path, annotations_sub="data", features_sub="features")
     layout = ReleaseLayout(tmp_path)
     assert layout.annotation_path("val") == tmp_path / "data" / "highlight_val_release.jsonl"
     assert [r["qid"] for r in read_split(layout, "test")] == [21, 22]

@@ -10,6 +10,7 @@ TVR-Ranking's ``val.json`` / ``video_corpus.json``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -111,6 +112,8 @@ def test_tacos_string_qids_kept_and_dataset_named(tmp_path):
     records, caught = read_warned(read_mr_release, path)
     assert [r["qid"] for r in records] == ["s30-d52_0", "s30-d52_1"]
     assert all(r["dataset"] == "tacos" and is_mr_only(r) for r in records) and not caught
+    # string qids are valid moment records too (as the official scripts take them)
+    validate_moment_records(records, require_labels=False, allow_extra=True)
     # the file name need not be lighthouse's when the dataset is named (aliases too)
     other = write(tmp_path, "mine.jsonl", CHARADES.splitlines()[0])
     assert read_mr_release(other, dataset="charades-sta")[0]["dataset"] == "charades"
@@ -375,6 +378,78 @@ def test_tvr_ranking_bad_objects(tmp_path):
     assert corpus["queries"][0]["relevant_moments"][0]["relevance"] == 1
     with pytest.raises(DataValidationError, match="expected a JSON array"):
         read_tvr_ranking(write(tmp_path, "obj.json", "{}"))
+
+
+def test_tvr_ranking_relevance_as_tvr_rankings_code_uses_it(tmp_path):
+    """Relevance is a number as TVR-Ranking's ndcg_iou.py uses it (sorted, gain 2**r - 1)."""
+    query = {
+        "query_id": 9,
+        "query": "a nurse talks",
+        "relevant_moment": [
+            ranking_moment(0, "v1", [0.0, 10.0], 2.5),  # an average over workers: kept
+            ranking_moment(1, "v2", [0.0, 10.0], 2.0),  # an integral float: the int 2
+            ranking_moment(2, "v3", [0.0, 10.0], 4),
+        ],
+    }
+    for name, text in (("val.json", json.dumps([query])), ("val.jsonl", json.dumps(query))):
+        corpus = read_tvr_ranking(write(tmp_path, name, text))
+        relevances = [m["relevance"] for m in corpus["queries"][0]["relevant_moments"]]
+        assert relevances == [2.5, 2, 4] and [type(r) for r in relevances] == [float, int, int]
+    # NDCG@1 by hand (TVR-Ranking: GT sorted by relevance, IoU > t earns the moment's relevance):
+    # the one prediction hits v2 (relevance 2, gain 2**2 - 1 = 3); the ideal first gain is that of
+    # relevance 4 (15); with v1 first, 2**2.5 - 1
+    predictions = {9: [["v2", 0.0, 10.0, 1.0]]}
+    scores = ndcg_iou(predictions, corpus["queries"], ks=(1, 2), iou_thresholds=(0.5,))
+    assert scores["NDCG@1-IoU0.5"] == 20.0
+    predictions = {9: [["v1", 0.0, 10.0, 1.0], ["v3", 0.0, 10.0, 0.5]]}
+    scores = ndcg_iou(predictions, corpus["queries"], ks=(2,), iou_thresholds=(0.5,))
+    dcg = (2**2.5 - 1) + (2**4 - 1) / math.log2(3)
+    ideal = (2**4 - 1) + (2**2.5 - 1) / math.log2(3)
+    assert scores["NDCG@2-IoU0.5"] == round(100 * dcg / ideal, 2)  # ndcg_iou rounds to 2 places
+    # an integral float passes the corpus validator; a non-integral one is kept but refused there
+    whole = json.loads(json.dumps(query))
+    whole["relevant_moment"][0]["relevance"] = 3.0
+    validate_corpus(read_tvr_ranking(write(tmp_path, "whole.json", json.dumps([whole]))))
+    with pytest.raises(DataValidationError, match=r"relevance': expected an int 0-4, got 2\.5"):
+        validate_corpus(corpus)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('"3"', r"got '3' \(a string: TVR-Ranking's ndcg_iou\.py computes 2 \*\* relevance - 1\)"),
+        ("true", r"got True \(a bool\)"),
+        ("null", r"got None"),
+        ("NaN", r"got nan \(a float\)"),
+        ("Infinity", r"got inf \(a float\)"),
+        ("4.5", r"got 4\.5 \(a float\)"),
+        ("-1", r"got -1"),
+        ("[2]", r"got \[2\]"),
+    ],
+)
+def test_a_relevance_that_is_not_a_number_in_0_to_4_names_file_line_and_field(
+    tmp_path, value, shown
+):
+    moment = json.dumps(ranking_moment(0, "v1", [1.0, 2.0], 0)).replace(
+        '"relevance": 0', f'"relevance": {value}'
+    )
+    line = f'{{"query_id": 3, "query": "q", "relevant_moment": [{moment}]}}'
+    good = json.dumps({"query_id": 2, "query": "p", "relevant_moment": []})
+    path = write(tmp_path, "test.jsonl", good + "\n" + line + "\n")
+    expected = (
+        re.escape(f"{path}: line 2 (query_id=3): field 'relevant_moment[0].relevance': ")
+        + r"expected a number in 0-4, "
+        + shown
+    )
+    with pytest.raises(DataValidationError, match=expected):
+        read_tvr_ranking(path)
+    # the readme's single-pair form names the field without a prefix, and the item of a .json
+    pair = json.loads(moment) | {"query_id": 3, "query": "q"}
+    text = "[" + json.dumps(pair).replace('"relevance": 0', f'"relevance": {value}') + "]"
+    path = write(tmp_path, "pairs.json", text)
+    expected = re.escape(f"{path}: item 0 (query_id=3): field 'relevance': ")
+    with pytest.raises(DataValidationError, match=expected):
+        read_tvr_ranking(path)
 
 
 # ----------------------------------------------------------------------------- metrics
