@@ -112,7 +112,7 @@ def isa_aggregate(sims, W, tau, mask=None):
 
 
 def temporal_iou_matrix(spans1, spans2):
-    """Exercise 3.1 without ``max(0, .)``: disjoint windows get a negative IoU."""
+    """Exercise 3.3 without ``max(0, .)``: disjoint windows get a negative IoU."""
     inter = np.minimum(spans1[:, None, 1], spans2[None, :, 1]) - np.maximum(
         spans1[:, None, 0], spans2[None, :, 0]
     )
