@@ -23,7 +23,7 @@ per 2-s clip, the default; ``--encoder tiny``: the tiny frame CLIP), then measur
   without looking at test videos.
 
 With ``--json`` the last printed line is one JSON object: seed, split, videos, queries (the
-accuracy queries), encoder, top1_moment_iou05 (+ _lo / _hi), right_video_top3 (+ _lo / _hi),
+accuracy queries), encoder, localiser, top1_moment_iou05 (+ _lo / _hi), right_video_top3 (+ _lo / _hi),
 build_s, p50_ms, p95_ms, alpha, latency_queries.
 
     .venv/bin/python benchmarks/bench_search.py                 # 20 videos, 50 queries
@@ -49,6 +49,8 @@ import numpy as np
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 #: committed encoders ``--encoder`` accepts (:func:`course_lib.clip.clip_encoder.committed_encoder`)
 ENCODERS = ("video", "tiny")
+#: stage-2 localisers ``--localiser`` accepts
+LOCALISERS = ("committed", "baseline")
 #: least file frame rate for ``--encoder video`` (4 frames per 2-s clip)
 VIDEO_MIN_FPS = 2.0
 #: a top-1 result is a moment hit from this temporal IoU with a relevant window on
@@ -352,6 +354,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="frame rate of the written files (>= 2 with --encoder video, which samples 4 "
         "frames per 2-s clip; default 2)",
     )
+    parser.add_argument(
+        "--localiser",
+        choices=LOCALISERS,
+        default="committed",
+        help="stage 2: 'committed' = chapter 5's COREBA when it was trained on the encoder's "
+        "features, else the training-free baseline (course_lib.localisers.committed_localiser); "
+        "'baseline' = chapter 3's training-free baseline",
+    )
     parser.add_argument("--size", type=int, default=64, help="frame side of the written files")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
@@ -401,6 +411,7 @@ def json_record(args: argparse.Namespace, acc: dict, build_s: float, ms: np.ndar
         "videos": args.videos,
         "queries": acc["queries"],
         "encoder": args.encoder,
+        "localiser": args.localiser,
         "build_s": round(build_s, 3),
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p95_ms": round(float(np.percentile(ms, 95)), 3),
@@ -430,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from course_lib import toyworld
     from course_lib.clip.clip_encoder import committed_encoder
+    from course_lib.localisers import BaselineLocaliser, committed_localiser
     from course_lib.search import MomentSearch
 
     # 1. threads and the committed encoder
@@ -438,13 +450,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"torch threads: {torch.get_num_threads()} (set with --threads)")
     encoder = committed_encoder(args.encoder, progress=False)
     print(f"encoder: {args.encoder} = {encoder.identity} on {encoder.device}")
+    localiser = (
+        committed_localiser(encoder) if args.localiser == "committed" else BaselineLocaliser()
+    )
+    print(f"localiser: {args.localiser} = {type(localiser).__name__}")
     with tempfile.TemporaryDirectory() as tmp:
         videos = Path(tmp) / "videos"
         videos.mkdir()
         seconds = write_videos(videos, args.split, args.videos, args.fps, args.size, args.seed)
         # 2. build throughput (everything from the files to the saved index)
         t0 = time.perf_counter()
-        engine = MomentSearch.build(videos, Path(tmp) / "index", encoder=encoder, progress=False)
+        engine = MomentSearch.build(
+            videos, Path(tmp) / "index", encoder=encoder, localiser=localiser, progress=False
+        )
         build_s = time.perf_counter() - t0
         print(
             f"build: {args.videos} videos of {args.split} seed {args.seed} "

@@ -10,7 +10,9 @@ The query is a :class:`Query` (text, sentence embedding, token features on deman
 that read only the sentence embedding also take the bare (D,) array (:func:`query_embedding`).
 Implementations: :class:`BaselineLocaliser` (chapter 3's training-free sliding-window baseline),
 :class:`CorebaLocaliser` (chapter 5's trained model), :class:`FunctionLocaliser` (any function),
-and chapter 6's :class:`course_lib.corpus.search.ProposalRefinementLocaliser`. Corpus search
+and chapter 6's :class:`course_lib.corpus.search.ProposalRefinementLocaliser`;
+:func:`committed_localiser` picks the committed COREBA checkpoint when it was trained on the
+encoder's features, else the baseline. Corpus search
 (chapter 6) and the search engine (chapter 7) run them on the videos of a collection.
 
 Videos longer than ``window_clips`` are cut into overlapping windows (:func:`window_starts`);
@@ -208,6 +210,43 @@ class CorebaLocaliser:
         """(T,) per-clip saliency scores of the model's saliency head."""
         scores = self._forward(clip_feats, query)["saliency_scores"].numpy()
         return scores[: min(len(clip_feats), self.window_clips)].astype(np.float64)
+
+
+#: file stem under ``data/`` of chapter 5's committed COREBA checkpoint
+COREBA_CHECKPOINT_STEM = "coreba_toy"
+
+
+def committed_localiser(encoder, data: str | None = None) -> CorebaLocaliser | BaselineLocaliser:
+    """Chapter 5's committed COREBA when it was trained on ``encoder``'s features, else the baseline.
+
+    A trained model only fits the clip features it was trained on: the checkpoint's sidecar
+    records the encoder identity (``clip_identity``), which must equal ``encoder.identity``.
+
+    Args:
+        encoder: the encoder whose clip features the localiser will read (``identity``).
+        data: the data folder (default :func:`course_lib.env.data_dir`).
+
+    Returns:
+        A :class:`CorebaLocaliser` around the checkpoint (eval mode), or a
+        :class:`BaselineLocaliser` when the checkpoint is missing, damaged or was trained on
+        other features.
+    """
+    from pathlib import Path
+
+    from course_lib.env import data_dir
+    from course_lib.errors import CheckpointError
+    from course_lib.training.checkpoint import load_checkpoint
+
+    # 1. the checkpoint, if present and intact
+    stem = Path(data if data is not None else data_dir()) / COREBA_CHECKPOINT_STEM
+    try:
+        model, info = load_checkpoint(stem)
+    except CheckpointError:
+        return BaselineLocaliser()
+    # 2. it must have been trained on this encoder's features
+    if info.get("clip_identity") != getattr(encoder, "identity", None):
+        return BaselineLocaliser()
+    return CorebaLocaliser(model.eval())
 
 
 def window_starts(n_clips: int, window: int | None, overlap: int = 0) -> list[int]:

@@ -1,11 +1,13 @@
 """Command line of the moment search engine.
 
-    python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder tiny|video|ViT-B-32] [--fps 0.5]
+    python -m course_lib.search index VIDEO_DIR --out INDEX_DIR [--encoder video|tiny|ViT-B-32] [--fps 0.5]
     python -m course_lib.search query INDEX_DIR "a red circle moves left" [MORE QUERIES] -k 5 [--json]
 
-``--encoder`` is ``tiny`` (the committed tiny CLIP, a frame encoder; the default), ``video`` (the
-committed video-text encoder ``data/video_clip.safetensors``, which embeds each 2-s clip from its
-k frames and samples k frames per clip, so ``--fps`` does not apply to it) or an open_clip name.
+``--encoder`` is ``video`` (the committed video-text encoder ``data/video_clip.safetensors``, the
+default, which embeds each 2-s clip from its k frames and samples k frames per clip, so ``--fps``
+does not apply to it), ``tiny`` (the committed tiny CLIP, a frame encoder) or an open_clip name.
+Stage 2 is chapter 5's committed COREBA when it was trained on the encoder's features (the video
+encoder's), else the training-free baseline (:func:`course_lib.localisers.committed_localiser`).
 
 ``index`` is resumable (re-run it after a crash or Ctrl-C: finished videos are skipped). Every
 file that cannot be indexed (unreadable or not a video, a FIFO, a dangling link or a link loop, a
@@ -67,9 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     idx.add_argument("--out", required=True, help="index folder to create or resume")
     idx.add_argument(
         "--encoder",
-        default="tiny",
-        help="'tiny' (committed tiny CLIP, offline default), 'video' (committed video-text "
-        "clip encoder, k frames per 2-s clip) or an open_clip name, e.g. ViT-B-32",
+        default="video",
+        help="'video' (committed video-text clip encoder, k frames per 2-s clip; the default), "
+        "'tiny' (committed tiny CLIP, a frame encoder) or an open_clip name, e.g. ViT-B-32",
     )
     idx.add_argument("--pretrained", default="openai", help="pretrained tag or weights file")
     idx.add_argument(

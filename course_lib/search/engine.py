@@ -20,10 +20,11 @@ Index folder layout::
     out_dir/index.lock               the folder's lock (holds the pid of the process writing)
 
 A folder built with one encoder refuses to be searched with another (:class:`IndexMismatchError`).
-The encoder is a frame encoder (:class:`~course_lib.clip.encoder.ClipEncoder`, e.g. the committed
-tiny CLIP, the default) or a clip encoder (:class:`~course_lib.clip.clip_encoder.VideoClipEncoder`,
-e.g. ``VideoClipEncoder.committed()``, recorded as ``"video"``), which embeds each 2-s clip from
-its k frames; queries are embedded with ``encoder.encode_text`` either way.
+The encoder is a clip encoder (:class:`~course_lib.clip.clip_encoder.VideoClipEncoder`, e.g.
+chapter 1's ``VideoClipEncoder.committed()``, the default, recorded as ``"video"``), which embeds
+each 2-s clip from its k frames, or a frame encoder (:class:`~course_lib.clip.encoder.ClipEncoder`,
+e.g. the committed tiny CLIP); queries are embedded with ``encoder.encode_text`` either way. The
+stage-2 localiser defaults to chapter 5's COREBA when it was trained on the encoder's features.
 
 Several processes may use one folder at once. Writers (``build``, ``add``) merge their videos into
 the manifest under the folder's lock, and write the segment index and its manifest record under
@@ -60,9 +61,9 @@ from course_lib.datasets.validate import text_problem
 from course_lib.errors import CourseError, DataValidationError
 from course_lib.files import folder_lock
 from course_lib.localisers import (
-    BaselineLocaliser,
     Localiser,
     Query,
+    committed_localiser,
     localise_long,
     saliency_curve,
 )
@@ -123,7 +124,9 @@ class MomentSearch:
         encoder: frame or clip encoder (same identity as the folder's manifest).
         index: the segment index.
         manifest: the folder's manifest.
-        localiser: stage-2 moment localiser (default :class:`BaselineLocaliser`).
+        localiser: stage-2 moment localiser (default
+            :func:`~course_lib.localisers.committed_localiser`: chapter 5's COREBA when it was
+            trained on ``encoder``'s features, else the training-free :class:`BaselineLocaliser`).
         top_k_videos: videos passed from stage 1 to stage 2.
         alpha: weight of the stage-1 (video) score in the final score (:data:`DEFAULT_ALPHA`).
         moments_per_video: at most this many moments of one video in the results.
@@ -149,7 +152,7 @@ class MomentSearch:
         self.encoder = encoder
         self.index = index
         self.manifest = manifest
-        self.localiser = localiser if localiser is not None else BaselineLocaliser()
+        self.localiser = localiser if localiser is not None else committed_localiser(encoder)
         self.top_k_videos = top_k_videos
         self.alpha = alpha
         self.moments_per_video = moments_per_video
@@ -185,8 +188,8 @@ class MomentSearch:
             source: folder of video files, list of files / toy-world ids, or a toy corpus dict.
             out_dir: index folder (created; an existing one is resumed).
             encoder: frame encoder (``ClipEncoder``) or clip encoder (``VideoClipEncoder``);
-                default the committed tiny CLIP.
-            localiser: stage-2 localiser; default the training-free baseline.
+                default chapter 1's committed video encoder (``VideoClipEncoder.committed``).
+            localiser: stage-2 localiser; default ``committed_localiser(encoder)``.
             index_config: faiss index settings; default exact (flat), 4-s segments.
             fps: frame encoder: frames sampled per second (>= one per 2-s clip). A clip encoder
                 samples its k frames per clip (``k / 2`` per second) instead: the default is
@@ -208,9 +211,9 @@ class MomentSearch:
             NothingIndexedError: no video of the source could be read.
             LockTimeoutError: another process held the folder's lock too long.
         """
-        from course_lib.clip import ClipEncoder
+        from course_lib.clip import VideoClipEncoder
 
-        encoder = encoder if encoder is not None else ClipEncoder.tiny(progress=False)
+        encoder = encoder if encoder is not None else VideoClipEncoder.committed(progress=False)
         out_dir = Path(out_dir)
         settings = _settings(encoder, _sampling_fps(encoder, fps), thumb_side)
         manifest = _open_manifest(out_dir, encoder, settings, source_root(source), lock_timeout)
@@ -250,7 +253,7 @@ class MomentSearch:
             out_dir: the index folder.
             encoder: the frame or clip encoder; default: recreated from the manifest (tiny,
                 video or pretrained).
-            localiser: stage-2 localiser; default the training-free baseline.
+            localiser: stage-2 localiser; default ``committed_localiser(encoder)``.
             lock_timeout: seconds to wait while another process writes the folder.
 
         Raises:

@@ -84,3 +84,22 @@ def test_localiser_uses_encoder_tokens_by_default(setup):
     moments = CorebaLocaliser(model)(video(records[0]["vid"]), query, records[0]["duration"])
     assert 0 < len(moments) <= MomentTrainingConfig().max_windows
     assert query.tokens().shape == (3, DIM)  # padding dropped, as chapter 5's features
+
+
+def test_committed_localiser_is_coreba_only_for_the_encoder_it_was_trained_on(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from course_lib.env import data_dir
+    from course_lib.localisers import BaselineLocaliser, CorebaLocaliser, committed_localiser
+
+    info = json.loads((data_dir() / "coreba_toy.json").read_text())
+    trained_on = SimpleNamespace(identity=info["clip_identity"])
+    localiser = committed_localiser(trained_on)
+    assert isinstance(localiser, CorebaLocaliser) and not localiser.model.training
+    assert isinstance(
+        committed_localiser(SimpleNamespace(identity="another encoder")), BaselineLocaliser
+    )
+    assert isinstance(
+        committed_localiser(trained_on, data=tmp_path), BaselineLocaliser
+    )  # no checkpoint

@@ -80,7 +80,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def cli_index(video_dir, tmp_path_factory):
     """The folder indexed by the CLI in a subprocess (tiny CLIP)."""
     out = tmp_path_factory.mktemp("index") / "idx"
-    proc = _cli("index", str(video_dir), "--out", str(out), "--no-progress")
+    proc = _cli("index", str(video_dir), "--out", str(out), "--encoder", "tiny", "--no-progress")
     return proc, out
 
 
@@ -171,7 +171,17 @@ def test_cli_offline_pretrained_exit_2(video_dir, tmp_path, capsys):
 def test_cli_nothing_indexable_exits_1(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "broken.mkv").write_bytes(b"\x00" * 100)
-    code = main(["index", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--no-progress"])
+    code = main(
+        [
+            "index",
+            str(tmp_path / "v"),
+            "--out",
+            str(tmp_path / "o"),
+            "--encoder",
+            "tiny",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     assert "broken.mkv" in capsys.readouterr().err
 

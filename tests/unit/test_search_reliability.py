@@ -90,6 +90,7 @@ def hold_lock(folder: Path, seconds: float = 60.0) -> subprocess.Popen:
 def cli_index(folder: Path, out: Path) -> subprocess.Popen:
     """``python -m course_lib.search index folder --out out`` in a new process."""
     cmd = [sys.executable, "-m", "course_lib.search", "index", str(folder), "--out", str(out)]
+    cmd += ["--encoder", "tiny"]
     return subprocess.Popen(
         [*cmd, "--no-progress"],
         stdout=subprocess.PIPE,
@@ -375,7 +376,17 @@ def test_cli_reports_every_bad_file_and_exits_0(tmp_path, capsys):
     for make, _ in BAD_ENTRIES.values():
         with contextlib.suppress(OSError):  # a file system may refuse one kind of entry
             make(folder, good)
-    code = main(["index", str(folder), "--out", str(tmp_path / "index"), "--no-progress"])
+    code = main(
+        [
+            "index",
+            str(folder),
+            "--out",
+            str(tmp_path / "index"),
+            "--encoder",
+            "tiny",
+            "--no-progress",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     skipped = [line for line in out.splitlines() if line.strip().startswith("skipped ")]
@@ -397,7 +408,9 @@ def test_lock_timeout_names_the_folder_and_the_holder(tmp_path, encoder, capsys)
         assert str(out) in str(refused.value) and f"process {holder.pid}" in str(refused.value)
         folder = tmp_path / "videos"
         write_toy(folder / "a.mp4", 0)
-        code = main(["index", str(folder), "--out", str(out), "--lock-timeout", "0.5"])
+        code = main(
+            ["index", str(folder), "--out", str(out), "--encoder", "tiny", "--lock-timeout", "0.5"]
+        )
         err = capsys.readouterr().err
         assert code == 1 and f"process {holder.pid}" in err and "Traceback" not in err
     finally:

@@ -188,10 +188,23 @@ def test_a_clip_without_frames_skips_the_video(video_encoder, video_dir, tmp_pat
 # ----------------------------------------------------------------------------- CLI
 def test_cli_index_and_query_with_the_video_encoder(video_dir, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    code = main(["index", str(video_dir), "--out", str(out), "--encoder", "video", "--no-progress"])
+    code = main(["index", str(video_dir), "--out", str(out), "--no-progress"])  # the default
     printed = capsys.readouterr().out
     assert code == 0 and "indexed 3 videos" in printed and "corrupt.mp4" in printed
     assert read_manifest(out)["encoder"]["spec"] == "video"
     assert main(["query", str(out), "a red circle moves left", "-k", "2", "--json"]) == 0
     (answer,) = json.loads(capsys.readouterr().out)
     assert 1 <= len(answer["results"]) <= 2
+
+
+# ----------------------------------------------------------------------------- defaults
+def test_defaults_are_the_video_encoder_and_the_coreba_trained_on_it(video_dir, tmp_path, tiny):
+    from course_lib.localisers import BaselineLocaliser, CorebaLocaliser
+
+    engine = MomentSearch.build(video_dir, tmp_path / "default", batch_size=8, progress=False)
+    assert read_manifest(engine.out_dir)["encoder"]["spec"] == "video"
+    assert isinstance(engine.localiser, CorebaLocaliser)
+    assert isinstance(MomentSearch.load(engine.out_dir).localiser, CorebaLocaliser)
+    # the frame CLIP's features do not fit the checkpoint: the training-free baseline localises
+    frame_engine = MomentSearch.build(VIDS[:1], tmp_path / "tiny", encoder=tiny, progress=False)
+    assert isinstance(frame_engine.localiser, BaselineLocaliser)
