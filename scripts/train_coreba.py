@@ -28,6 +28,9 @@ Three modes (run from the repository root; every run is seeded and uses one torc
       python scripts/train_coreba.py --ablation --seeds 5 --train-videos 400 --epochs 8 --shard 1/2
       wait; python scripts/train_coreba.py --ablation --seeds 5 --train-videos 400 --epochs 8
 
+  The grid runs seed-major (every variant's first seed, then every variant's second, ...), so
+  ``--finished-only`` can write a table from a grid stopped early, each row with the seeds it has.
+
   Grid: components ``baseline`` (QD-DETR T2V encoder) -> ``+BAT`` -> ``+CFC`` -> ``+RAM`` (= all,
   full COREBA), recurrence ``REC_N`` (shared block) vs ``MOD_N`` (N blocks) for N = 2, 3, and
   balance tokens ``L_b`` in {0, 1, 3, 7} on the full model; shared configurations are trained
@@ -56,9 +59,9 @@ from course_lib.clip.clip_encoder import COMMITTED_ENCODERS, committed_encoder
 from course_lib.env import cache_dir, data_dir, pin_cpu_numerics
 from course_lib.experiments.ch05_coreba_toy import (
     ABLATION_CSV,
+    CHECKPOINT_STEM,
     ToyFeatures,
     baseline_brief,
-    CHECKPOINT_STEM,
     input_widths,
     model_brief,
     parameter_count,
@@ -123,6 +126,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="I/N",
         help="ablation only: train every N-th run starting at I (0-based) and write no table; "
         "run N shards in parallel (one per core), then once without --shard to write the CSV",
+    )
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="ablation only: train nothing, write the table from the runs finished so far (its "
+        "'seeds' column says how many each row has)",
     )
     p.add_argument("--progress", action="store_true", help="tqdm bars for every epoch")
     return p.parse_args(argv)
@@ -265,7 +274,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def in_shard(position: int, shard: tuple[int, int] | None) -> bool:
-    """Whether the run at ``position`` of the grid (variant-major, then seed) is this shard's."""
+    """Whether the run at ``position`` of the grid (seed-major, then variant) is this shard's."""
     return shard is None or position % shard[1] == shard[0]
 
 
@@ -308,11 +317,12 @@ def run_ablation(args: argparse.Namespace, splits: dict, features: ToyFeatures) 
     configs = {config_key(over): over for _, _, over in variants}
     start = time.perf_counter()
     position = -1
-    for i, (key, over) in enumerate(configs.items()):
-        for seed in seeds:
+    # seed-major: an interrupted grid has every variant at (nearly) the same number of seeds
+    for seed in seeds:
+        for i, (key, over) in enumerate(configs.items()):
             position += 1
             run_key = json.dumps([key, seed, sizes, features.identity], sort_keys=True)
-            if not in_shard(position, shard):
+            if not in_shard(position, shard) or (args.finished_only and run_key not in done):
                 continue
             if run_key not in done:
                 model_config = toy_model_config(
@@ -367,7 +377,9 @@ def write_table(
     for m in REPORTED:
         rows[0] |= {f"{m} mean": base[m], f"{m} std": 0.0}
     for group, name, over in variants:
-        runs = results[config_key(over)]
+        runs = results.get(config_key(over), [])
+        if not runs:
+            raise SystemExit(f"no finished run of ablation variant {name!r}: train it first")
         row = {"group": group, "variant": name, "seeds": len(runs)}
         for m in REPORTED:
             values = np.array([r["test"][m] for r in runs], dtype=float)

@@ -97,8 +97,9 @@ from course_lib.search.build import (
 
 INDEX_FILE = "segments.faiss"
 #: Default stage-1 weight: the best top-3 hit rate of {0, .25, .5, .75, .9, 1} on 60 validation
-#: videos with the committed tiny CLIP (``benchmarks/bench_search.py --encoder tiny --split val --videos 60
-#: --alpha-sweep``: 0.700 vs 0.483 at 0.5; 1.0 ties and ties go to the smaller alpha, which
+#: videos with the default encoder and localiser (the committed video encoder and the COREBA
+#: trained on it; ``benchmarks/bench_search.py --split val --videos 60 --threads 1
+#: --alpha-sweep``: 0.750 vs 0.683 at 0.5; 1.0 ties and ties go to the smaller alpha, which
 #: keeps the localiser's score in the ranking). Refit it when the encoder or localiser changes.
 DEFAULT_ALPHA = 0.9
 RESULT_COLUMNS = [

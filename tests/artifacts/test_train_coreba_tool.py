@@ -83,3 +83,14 @@ def test_a_run_saves_a_checkpoint_only_its_encoders_features_load(tool, tmp_path
         assert (load_toy_checkpoint(features, stem=stem) is not None) == (name == "video"), name
         if name == "video":
             assert info["model_config"]["d_v"] == info["model_config"]["d_t"] == encoder.embed_dim
+
+
+def test_a_table_needs_a_finished_run_of_every_variant(tool, tmp_path):
+    args = tool.parse_args(["--ablation", "--finished-only", "--csv", str(tmp_path / "t.csv")])
+    assert args.finished_only
+    variants = tool.ablation_variants()
+    first = tool.config_key(variants[0][2])
+    run = {"test": dict.fromkeys(tool.REPORTED, 1.0), "parameters": 10, "seconds": 1.0}
+    with pytest.raises(SystemExit, match="no finished run of ablation variant '\\+BAT'"):
+        tool.write_table(args, variants, {first: [run]}, dict.fromkeys(tool.REPORTED, 0.0), "m|abc")
+    assert not (tmp_path / "t.csv").exists()
