@@ -38,7 +38,8 @@ from course_lib.clip.frames import (
     frame_source,
     is_toy_vid,
 )
-from course_lib.errors import DataValidationError
+from course_lib.datasets.safe_read import open_regular_file
+from course_lib.errors import DataValidationError, VideoReadError
 from course_lib.timeline import CLIP_LEN
 
 _EPS = 1e-6
@@ -329,9 +330,11 @@ def file_identity(path: str | os.PathLike, edge_bytes: int = IDENTITY_EDGE_BYTES
         16 hex digits.
 
     Raises:
-        OSError: the file cannot be opened.
+        VideoReadError: the path is not a regular file (a FIFO, a folder, a dangling link ...),
+            also when it was swapped for one after the caller checked it: it is opened without
+            blocking (:func:`~course_lib.datasets.safe_read.open_regular_file`), never waited on.
     """
-    with open(path, "rb") as handle:
+    with open_regular_file(path, "video file", VideoReadError) as handle:
         st = os.fstat(handle.fileno())  # the opened file's size and mtime, not another one's
         digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
         digest.update(handle.read(edge_bytes))

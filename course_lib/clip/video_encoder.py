@@ -191,7 +191,9 @@ class VideoTower(nn.Module):
             self.vit = _PatchViT(config, channels, config.layers)
         else:
             self.vit = _PatchViT(config, 3, config.layers)
-            self.time_pos = nn.Parameter(torch.randn(config.frames, config.width) * config.width**-0.5)
+            self.time_pos = nn.Parameter(
+                torch.randn(config.frames, config.width) * config.width**-0.5
+            )
             self.temporal = _encoder(
                 config.width, config.heads, config.mlp_ratio, config.temporal_layers
             )
@@ -310,7 +312,7 @@ def inflate_from_image_tower(tower: VideoTower, visual: nn.Module) -> VideoTower
             layer, rest = key.removeprefix("transformer.resblocks.").split(".", 1)
             for old, new in renames.items():
                 if rest.startswith(old):
-                    mapping[f"transformer.layers.{layer}.{new}{rest[len(old):]}"] = value
+                    mapping[f"transformer.layers.{layer}.{new}{rest[len(old) :]}"] = value
     # 3. copy, refusing any shape mismatch or missing weight
     for key, value in target.items():
         if key not in mapping or mapping[key].shape != value.shape:
@@ -399,20 +401,28 @@ def load_video_text_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 
     Raises:
         CheckpointError: missing file or manifest, hash mismatch, or a header or weights that do
-            not describe a video-text model.
+            not describe a video-text model (a header field that is missing, not a JSON object
+            or nested too deeply is named with the file).
     """
     from course_lib.clip.checkpoint import load_state_dict
     from course_lib.clip.encoder import create_random_model
     from course_lib.clip.tiny_config import register_config
+    from course_lib.datasets.safe_read import cut_text
     from course_lib.errors import CheckpointError
 
+    # 1. the verified tensors and header; the header's JSON fields, each checked on its own
     state, meta = load_state_dict(path)
+    tower_fields = _header_object(meta, "video_tower", path)
+    model_config = _header_object(meta, "model_config", path)
+    if "model_name" not in meta:
+        raise CheckpointError(f"checkpoint {path}: header field 'model_name' is missing")
+    # 2. the architecture they describe
     try:
-        tower_config = VideoTowerConfig(**json.loads(meta["video_tower"]))
-        name = register_config(str(meta["model_name"]), json.loads(meta["model_config"]))
+        tower_config = VideoTowerConfig(**tower_fields)
+        name = register_config(str(meta["model_name"]), model_config)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
-            f"{path}: header does not describe a video-text model ({error})"
+            f"{path}: header does not describe a video-text model ({cut_text(str(error))})"
         ) from error
     model = create_random_model(name)
     model.visual = VideoTower(tower_config)
@@ -423,3 +433,28 @@ def load_video_text_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
             f"checkpoint {path} does not fit {name} + video tower: {error}"
         ) from error
     return model.eval(), meta
+
+
+def _header_object(meta: dict[str, str], key: str, path: str | os.PathLike) -> dict:
+    """A JSON-object field of a video-text checkpoint's safetensors header, parsed safely.
+
+    Args:
+        meta: the header's string metadata.
+        key: the field (``"video_tower"``, ``"model_config"``).
+        path: the checkpoint, for messages.
+
+    Returns:
+        The parsed object.
+
+    Raises:
+        CheckpointError: the field is missing, not JSON, nested too deeply (``RecursionError``
+            underneath), a value Python refuses, or not a JSON object; names the file and field.
+    """
+    from course_lib.datasets.safe_read import check_json_type, parse_json
+    from course_lib.errors import CheckpointError
+
+    where = f"checkpoint {path}: header field {key!r}"
+    if key not in meta:
+        raise CheckpointError(f"{where} is missing")
+    value = parse_json(meta[key], where, CheckpointError)
+    return check_json_type(value, dict, where, CheckpointError)

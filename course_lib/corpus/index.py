@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from course_lib.corpus.segments import Projector, SegmentTable, l2_normalize, segment_videos
-from course_lib.datasets.safe_read import load_npz_arrays
+from course_lib.datasets.safe_read import load_npz_arrays, open_regular_file
 from course_lib.errors import CourseError, DataValidationError
 from course_lib.files import atomic_path, atomic_save_npz, sha256_file
 
@@ -659,16 +659,29 @@ def _index_config(meta_file: Path, text: str) -> IndexConfig:
 
 
 def _read_faiss(path: Path):
-    """``faiss.read_index`` with clear errors for missing and truncated files."""
+    """``faiss.read_index`` of a regular file; every failure names the file.
+
+    The file is opened by :func:`~course_lib.datasets.safe_read.open_regular_file` (a FIFO, or a
+    path swapped for one, is refused instead of blocking the reader) and faiss reads it through
+    that handle.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        DataValidationError: not a regular file, or a file faiss cannot read (truncated, random
+            bytes, a damaged header; whatever exception faiss raises for it).
+    """
     if not path.exists():
         raise FileNotFoundError(f"segment index file {str(path)!r} does not exist")
-    try:
-        return _faiss().read_index(str(path))
-    except RuntimeError as exc:
-        raise DataValidationError(
-            f"segment index file {str(path)!r} is truncated or not a faiss index: "
-            f"{str(exc).splitlines()[0][:200]}"
-        ) from exc
+    faiss = _faiss()
+    with open_regular_file(path, "segment index file", DataValidationError) as handle:
+        try:
+            return faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+        except Exception as exc:  # noqa: BLE001 (faiss's C++ errors arrive as several types)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise DataValidationError(
+                f"segment index file {str(path)!r} is truncated or not a faiss index: "
+                f"{reason[:200]}"
+            ) from exc
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:

@@ -731,7 +731,8 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
     a string or null ``spec``), the sampling ``settings`` (numbers; ``frames_per_clip``, only
     recorded for a clip encoder, an integer), ``videos`` (entries with a
     string ``key`` and a number ``duration``), ``skipped``, and, where present, ``roots``,
-    ``source_root`` and the ``index`` record (its checksums strings).
+    ``source_root`` and the ``index`` record (its ``file`` a plain file name inside the folder,
+    its checksums strings).
 
     Args:
         manifest: the parsed ``manifest.json``.
@@ -778,6 +779,7 @@ def _manifest_problem(manifest: dict) -> str | None:
         lambda: _entries_problem(manifest["videos"].items(), "videos", _VIDEO_FIELDS),
         lambda: _entries_problem(enumerate(manifest.get("roots", [])), "roots", _ROOT_FIELDS),
         lambda: _fields_problem(index, _INDEX_FIELDS, "index."),
+        lambda: _file_name_problem(index.get("file"), "index.file"),
         lambda: _strings_problem(enumerate(index.get("vids", [])), "index.vids"),
         lambda: _strings_problem((index.get("sha256") or {}).items(), "index.sha256"),
     )
@@ -806,6 +808,29 @@ def _fields_problem(
         problem = json_type_problem(record[key], kinds)
         if problem:
             return f"field '{prefix}{key}' is {problem}"
+    return None
+
+
+def _file_name_problem(name: str | None, field_name: str) -> str | None:
+    """Why a file name recorded in the manifest is not a plain name inside the index folder
+    (``index.file``): a path separator, ``..`` or ``.``, empty, or a NUL byte (None: fine or
+    absent). Such a name could make a reader open a file outside the folder.
+
+    Args:
+        name: the recorded name (already checked to be a string or absent).
+        field_name: the field, for the message.
+
+    Returns:
+        ``"field 'index.file' is '../x.faiss', ..."``-like words, or None.
+    """
+    if name is None:
+        return None
+    separators = {"/", "\\", "\0", os.sep, os.altsep} - {None}
+    if name in {"", ".", ".."} or any(sep in name for sep in separators):
+        return (
+            f"field '{field_name}' is {short_repr(name)}, not a plain file name inside the index "
+            "folder (no path separator, no '..')"
+        )
     return None
 
 

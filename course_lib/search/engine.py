@@ -115,6 +115,11 @@ RESULT_COLUMNS = [
 ]
 
 
+class StaleSnapshotError(CourseError):
+    """A video was recomputed (or dropped) by another process after this engine loaded the index:
+    its stored files no longer belong to the engine's snapshot (names the video and the folder)."""
+
+
 class MomentSearch:
     """Search a collection of videos for the moments a sentence describes.
 
@@ -161,6 +166,7 @@ class MomentSearch:
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_size = cache_videos
         self.lock_timeout = lock_timeout
+        self._on_disk: tuple[tuple[int, ...], dict] | None = None  # (file identity, manifest)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -346,17 +352,59 @@ class MomentSearch:
             self._cache.move_to_end((kind, vid))
             return hit
         key = self.video_info(vid)["key"]
-        if kind == "features":
-            value = load_video_features(self.out_dir / FEATURES_DIR, key)
-        else:
-            value = _read_thumbnails(self.out_dir / THUMBS_DIR, key)
+        # read under the lock (writers store a video's files and its entry under it), and only
+        # while the folder still records the video as this engine's snapshot does
+        with folder_lock(self.out_dir, self.lock_timeout, required=False):
+            self._check_snapshot(vid)
+            if kind == "features":
+                value = load_video_features(self.out_dir / FEATURES_DIR, key)
+            else:
+                value = _read_thumbnails(self.out_dir / THUMBS_DIR, key)
         self._cache[(kind, vid)] = value
         while len(self._cache) > 2 * self._cache_size:
             self._cache.popitem(last=False)
         return value
 
+    def _check_snapshot(self, vid: str) -> None:
+        """Refuse to read a video's stored files when the folder records it otherwise than the
+        engine's snapshot (the manifest it loaded) does: recomputed or dropped since.
+
+        Raises:
+            StaleSnapshotError: names the video and the folder, and says to reload.
+        """
+        current = self._manifest_on_disk()
+        if current is None or current["videos"].get(vid) == self.manifest["videos"].get(vid):
+            return
+        raise StaleSnapshotError(
+            f"video {vid!r} of index {self.out_dir} was recomputed or removed by another process "
+            "after this engine loaded the index, so its stored features no longer match the "
+            "index's vectors: call engine.reload() or MomentSearch.load() again"
+        )
+
+    def _manifest_on_disk(self) -> dict | None:
+        """The folder's manifest as it is now (parsed again only when its file was replaced)."""
+        path = manifest_path(self.out_dir)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # a folder without its manifest any more: nothing to compare with
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._on_disk is None or self._on_disk[0] != identity:
+            self._on_disk = (identity, read_manifest(self.out_dir))
+        return self._on_disk[1]
+
+    def reload(self) -> None:
+        """Load the folder's newest consistent snapshot (index and manifest) into this engine."""
+        index, manifest = _load_index(self.out_dir, self.lock_timeout)
+        self._adopt(index, manifest)
+
     def features(self, vid: str) -> np.ndarray:
-        """float32 (T, D) clip features of an indexed video."""
+        """float32 (T, D) clip features of an indexed video.
+
+        Raises:
+            StaleSnapshotError: another process recomputed the video since the engine loaded the
+                index (see :meth:`reload`).
+        """
         return self._cached("features", vid)
 
     def thumbnails(self, vid: str) -> np.ndarray:
@@ -365,6 +413,8 @@ class MomentSearch:
         Raises:
             DataValidationError: the thumbnail file is missing, not an npz archive, or holds
                 another array (names the file; see :func:`_read_thumbnails`).
+            StaleSnapshotError: another process recomputed the video since the engine loaded the
+                index (see :meth:`reload`).
         """
         return self._cached("thumbs", vid)
 
@@ -427,7 +477,9 @@ class MomentSearch:
 
         Returns:
             ``pandas.DataFrame`` with columns rank, vid, path, start, end, score, video_score,
-            moment_score, thumbnail (best first).
+            moment_score, thumbnail (best first). When another process recomputed a video since
+            the engine loaded the index, the engine first loads the newest snapshot
+            (:meth:`reload`) and answers from it.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -435,6 +487,18 @@ class MomentSearch:
         _check_top_k_videos(top_k_videos)
         q = self.encode_query(query)
         per_video = self.moments_per_video if moments_per_video == -1 else moments_per_video
+        try:
+            return self._search(q, k, top_k_videos, per_video, thumbnails)
+        except StaleSnapshotError:  # a video's stored files are newer than our index vectors
+            self.reload()
+            return self._search(q, k, top_k_videos, per_video, thumbnails)
+
+    def _search(self, q: Query, k: int, top_k_videos: int, per_video: int | None, thumbnails: bool):
+        """:meth:`search` with a checked, embedded query, on the engine's snapshot.
+
+        Raises:
+            StaleSnapshotError: a video of the results was recomputed since the engine loaded.
+        """
         pipeline = CoarseToFineSearch(
             SegmentVideoScorer(self.index, lambda qq: qq.embedding),
             self.localise,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_readers_fail_clearly import MiB, peak_allocation
+from fault_helpers import MiB, peak_allocation
 
 from course_lib.clip import TINY_MODEL_NAME, ClipEncoder
 from course_lib.corpus import SegmentIndex

@@ -18,12 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_readers_fail_clearly import good_record, returns_within
+from fault_helpers import good_record, returns_within
 
 from course_lib.clip import TINY_MODEL_NAME, ClipEncoder
+from course_lib.clip.features import file_identity
 from course_lib.datasets import load_video_features, read_jsonl, safe_read
 from course_lib.datasets.__main__ import main as validate_cli
-from course_lib.errors import CheckpointError, DataValidationError, MetricInputError
+from course_lib.errors import (
+    CheckpointError,
+    DataValidationError,
+    MetricInputError,
+    VideoReadError,
+)
 from course_lib.metrics import eval_qvhighlights, validate_submission, write_submission
 from course_lib.training.checkpoint import read_checkpoint_info
 
@@ -169,6 +175,7 @@ READERS = {
     "npz": ("vid.npz", lambda p: load_video_features(p.parent, "vid"), DataValidationError),
     "torch": ("s.pt", lambda p: safe_read.load_torch_file(p, "training state"), CheckpointError),
     "sidecar": ("ckpt.json", lambda p: read_checkpoint_info(p.with_suffix("")), CheckpointError),
+    "file_identity": ("v.mp4", file_identity, VideoReadError),  # the feature cache's entry name
 }
 
 
@@ -195,7 +202,6 @@ def test_video_swapped_for_a_fifo_after_the_check_is_named_never_waited_on(
     tmp_path, monkeypatch, reader
 ):
     import course_lib.video as video
-    from course_lib.errors import VideoReadError
 
     path = video.write_video(tmp_path / "v.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=2)
     # the video module's own check sees the file; the reader's open-time check swaps it

@@ -3,8 +3,10 @@ names the file (and line, array or field), and printing it never raises.
 
 Cases: data files whose names are not valid UTF-8 (the error and the ``validate`` command's
 output show them with ``\\xNN`` escapes instead of raising ``UnicodeEncodeError``), segment-index
-metadata that lacks arrays or is not a regular file, and submission lines ``write_submission``
-cannot serialise (a previous file is kept whole).
+metadata that lacks arrays or is not a regular file, a ``segments.faiss`` that faiss cannot read
+or that is a FIFO (the search engine rebuilds it from the stored features, naming the file, never
+waiting), and submission lines ``write_submission`` cannot serialise (a previous file is kept
+whole).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_readers_fail_clearly import returns_within
+from fault_helpers import (
+    TOY,
+    assert_every_video_indexed_with_its_features,
+    encoder_fixture,  # noqa: F401 (the encoder fixture)
+    returns_within,
+)
 
 from course_lib.corpus import SegmentIndex
 from course_lib.corpus.index import metadata_path
@@ -24,6 +31,9 @@ from course_lib.datasets.__main__ import main as validate_cli
 from course_lib.datasets.safe_read import path_text
 from course_lib.errors import DataValidationError, MetricInputError, printable
 from course_lib.metrics import write_submission
+from course_lib.search import MomentSearch
+from course_lib.search.build import update_manifest
+from course_lib.search.engine import INDEX_FILE
 
 
 def undecodable(folder: Path, name: bytes) -> Path:
@@ -127,6 +137,29 @@ def test_metadata_that_is_not_an_npz_file_is_named_never_waited_on(tmp_path, kin
     outcome = returns_within(lambda: SegmentIndex.load(path), 10)
     assert isinstance(outcome.get("error"), DataValidationError), outcome
     assert str(meta_file) in str(outcome["error"])
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "fifo"])
+def test_search_engine_rebuilds_an_index_file_faiss_cannot_read(tmp_path, encoder, kind):
+    out = tmp_path / "index"
+    MomentSearch.build(TOY, out, encoder=encoder, progress=False)
+    # an index recorded before checksums were: nothing tells it is damaged before faiss reads it
+    update_manifest(out, lambda m: m["index"].pop("sha256"))
+    index_file = out / INDEX_FILE
+    index_file.unlink()
+    if kind == "fifo":
+        os.mkfifo(index_file)  # faiss opening it would wait for a writer forever
+    else:
+        index_file.write_bytes(np.random.default_rng(0).bytes(300))
+
+    def load() -> MomentSearch:
+        with pytest.warns(UserWarning, match=f"rebuilding .*: segment index file .*{INDEX_FILE}"):
+            return MomentSearch.load(out, encoder=encoder)
+
+    outcome = returns_within(load, 60)
+    assert "value" in outcome, outcome
+    assert sorted(outcome["value"].vids) == sorted(TOY) and index_file.is_file()  # saved again
+    assert_every_video_indexed_with_its_features(out, encoder, [])  # toy videos: no files
 
 
 # ----------------------------------------------------------------------------- submissions

@@ -1,7 +1,9 @@
 """Every reader fails clearly (#21): bad input gets a course error naming the file and the line,
 record or field, never a hang, a crash, a huge allocation or the parser's own exception.
 
-One test per case found by fault injection; each writes the bad file in ``tmp_path``.
+One test per case found by fault injection; each writes the bad file in ``tmp_path``. The
+"unsafe hint" cases (torch's advice to load with ``weights_only=False``) are in
+``test_faults_unsafe_hint.py``.
 """
 
 from __future__ import annotations
@@ -9,9 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
-import traceback
-import tracemalloc
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fault_helpers import MiB, good_record, peak_allocation, returns_within, saved_run
 from torch import nn
 
-from course_lib.clip.checkpoint import load_state_dict
+from course_lib.clip.features import file_identity
 from course_lib.datasets import (
     load_query_features,
     load_video_features,
@@ -34,7 +34,6 @@ from course_lib.datasets import (
 )
 from course_lib.datasets.__main__ import main as validate_cli
 from course_lib.errors import CheckpointError, CourseError, DataValidationError, VideoReadError
-from course_lib.files import write_manifest
 from course_lib.training.checkpoint import (
     STATE_FILE,
     load_checkpoint,
@@ -42,52 +41,9 @@ from course_lib.training.checkpoint import (
     read_checkpoint_info,
     read_history,
     save_checkpoint,
-    save_training_state,
 )
 from course_lib.training.config import MomentTrainingConfig
 from course_lib.video import probe, read_frames
-
-MiB = 2**20
-
-
-def good_record(qid: int = 7) -> dict:
-    """A valid 20-s moment record: windows [2, 6] and [10, 12] -> clips 1, 2, 5."""
-    return {
-        "qid": qid,
-        "query": "a red ball rolls to the left",
-        "vid": "vidA",
-        "duration": 20.0,
-        "relevant_windows": [[2.0, 6.0], [10.0, 12.0]],
-        "relevant_clip_ids": [1, 2, 5],
-        "saliency_scores": [[1, 2, 3], [4, 4, 4], [0, 1, 2]],
-    }
-
-
-def torch_advice(error: BaseException) -> list[str]:
-    """torch's unsafe advice found anywhere a user sees of an exception (chained ones included)."""
-    shown = "".join(traceback.format_exception_only(type(error), error))
-    context = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-    if context is not None:
-        shown += "".join(traceback.format_exception(type(context), context, None))
-    advice = ("weights_only=False", "weights_only` set to `False", "likely succeed", "safe_globals")
-    return [text for text in advice if text in shown]
-
-
-def returns_within(fn, seconds: float = 20.0):
-    """Run ``fn`` in a thread; fail (instead of hanging) when it does not return in time."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 (handed to the test)
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"{fn} still blocked after {seconds} s"
-    return outcome
 
 
 def npz_with_header(path: Path, key: str, shape: tuple, data: bytes = b"", descr="<f4") -> Path:
@@ -111,17 +67,6 @@ def zip_bomb(path: Path, key: str, n_bytes: int) -> Path:
             for _ in range(n_bytes // MiB):
                 member.write(bytes(MiB))
     return path
-
-
-def peak_allocation(fn) -> int:
-    """Bytes allocated at the peak while ``fn`` runs (numpy reports its arrays to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        fn()
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak
 
 
 # ----------------------------------------------------------------------------- jsonl records
@@ -178,6 +123,14 @@ BAD_MANIFESTS = [
         {**MANIFEST_BASE, "index": {"vids": [], "sha256": {"segments.faiss": 5}}},
         "index.sha256['segments.faiss']' is a number",
     ),
+    *(
+        (
+            f"index file {name}",
+            {**MANIFEST_BASE, "index": {"file": name, "vids": []}},
+            f"field 'index.file' is {name!r}, not a plain file name inside the index folder",
+        )
+        for name in ("../elsewhere/segments.faiss", "/tmp/segments.faiss", "sub/x.faiss", "..")
+    ),
 ]
 
 
@@ -227,24 +180,13 @@ def test_bad_checkpoint_sidecar_names_the_file(tmp_path, content, problem):
     assert str(tmp_path / "ckpt.json") in str(refused.value)
 
 
-def _saved_run(out_dir: Path) -> tuple[nn.Module, torch.optim.Optimizer, object]:
-    """A finished epoch of a tiny run saved in ``out_dir``: (model, optimizer, scheduler)."""
-    model = nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters())
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    save_training_state(
-        out_dir, model, optimizer, scheduler, MomentTrainingConfig(), {"epoch": 0}, 0.5
-    )
-    return model, optimizer, scheduler
-
-
 @pytest.mark.parametrize(
     "content, problem",
     [(b"", "is empty"), (None, "holds list")],
     ids=["empty file", "a list"],
 )
 def test_bad_training_state_names_the_file(tmp_path, content, problem):
-    model, optimizer, scheduler = _saved_run(tmp_path)
+    model, optimizer, scheduler = saved_run(tmp_path)
     state = tmp_path / STATE_FILE
     if content is None:
         torch.save([1, 2], state)
@@ -273,34 +215,6 @@ def test_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="expected a JSON array") as refused:
         read_history(tmp_path)
     assert "history.json" in str(refused.value)
-
-
-class _NotATensor:
-    """A Python object the weights-only unpickler refuses."""
-
-
-def test_unpickling_errors_never_suggest_weights_only_false(tmp_path):
-    checkpoint = tmp_path / "model.pt"
-    torch.save({"w": torch.ones(2), "extra": _NotATensor()}, checkpoint)
-    write_manifest(checkpoint)
-    with pytest.raises(CheckpointError, match="not a plain tensor file") as refused:
-        load_state_dict(checkpoint)
-    assert str(checkpoint) in str(refused.value) and "_NotATensor" in str(refused.value)
-    assert torch_advice(refused.value) == []
-    # the resume state of a training run goes through the same loader
-    model, optimizer, scheduler = _saved_run(tmp_path)
-    torch.save({"epoch": 0, "payload": _NotATensor()}, tmp_path / STATE_FILE)
-    with pytest.raises(CheckpointError, match="not a plain tensor file") as refused:
-        load_training_state(tmp_path, model, optimizer, scheduler)
-    assert torch_advice(refused.value) == []
-
-
-def test_random_bytes_as_a_torch_file_are_refused_with_the_unpicklers_reason(tmp_path):
-    state = tmp_path / STATE_FILE
-    state.write_bytes(b"garbage" * 10)
-    with pytest.raises(CheckpointError, match=r"\(Unsupported operand \d+\)") as refused:
-        safe_read.load_torch_file(state, "training state")
-    assert str(state) in str(refused.value) and torch_advice(refused.value) == []
 
 
 # ----------------------------------------------------------------------------- array size caps
@@ -414,8 +328,9 @@ def test_dangling_link_is_named_by_its_own_path(tmp_path):
         ("records.jsonl", read_jsonl, DataValidationError),
         ("vid.npz", lambda p: load_video_features(p.parent, "vid"), DataValidationError),
         ("ckpt.json", lambda p: read_checkpoint_info(p.with_suffix("")), CheckpointError),
+        ("video.mp4", file_identity, VideoReadError),
     ],
-    ids=["read_frames", "probe", "read_jsonl", "features", "sidecar"],
+    ids=["read_frames", "probe", "read_jsonl", "features", "sidecar", "file_identity"],
 )
 def test_fifo_is_named_and_never_opened(tmp_path, name, read, error):
     fifo = tmp_path / name
@@ -479,7 +394,9 @@ def test_segment_index_metadata_with_a_bad_config_is_named(tmp_path, config):
         SegmentIndex.load(path)
 
 
-@pytest.mark.parametrize("train_config", ["[1]", '{"patch_size": "x"}', '{"patch_size": 7}', "{oops"])
+@pytest.mark.parametrize(
+    "train_config", ["[1]", '{"patch_size": "x"}', '{"patch_size": 7}', "{oops"]
+)
 def test_tiny_checkpoint_metadata_that_names_no_architecture_is_refused(train_config):
     from course_lib.clip.encoder import tiny_architecture
 

@@ -34,7 +34,9 @@ def test_embeddings_and_patch_tokens_have_the_documented_shapes(fusion):
     assert torch.isfinite(patches).all()
 
 
-@pytest.mark.parametrize(("fusion", "differences"), [("early", True), ("early", False), ("late", True)])
+@pytest.mark.parametrize(
+    ("fusion", "differences"), [("early", True), ("early", False), ("late", True)]
+)
 def test_the_order_of_frames_changes_the_clip_embedding(fusion, differences):
     """A clip played backwards is another clip: a mean of frame features could not tell."""
     model = tower(fusion, differences=differences)
@@ -47,7 +49,9 @@ def test_the_order_of_frames_changes_the_clip_embedding(fusion, differences):
 
 def test_bad_input_is_refused_with_its_shape():
     model = tower("early")
-    with pytest.raises(ValueError, match=r"expected clips of shape \(B, 4, 3, 32, 32\), got \(2, 3, 3, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"expected clips of shape \(B, 4, 3, 32, 32\), got \(2, 3, 3, 32, 32\)"
+    ):
         model(torch.zeros(2, 3, 3, 32, 32))
     nan = torch.zeros(1, 4, 3, 32, 32)
     nan[0, 1, 0, 0, 0] = float("nan")
@@ -94,7 +98,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     assert loaded.visual.config == model.visual.config and '"steps": 3' in meta["info"]
     x = preprocess_clips(clips(2), 4)
     with torch.no_grad():  # fp16 storage: equal to about 3 decimals
-        torch.testing.assert_close(loaded.encode_image(x), model.encode_image(x), atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(
+            loaded.encode_image(x), model.encode_image(x), atol=2e-2, rtol=2e-2
+        )
     path.write_bytes(path.read_bytes()[:-8] + b"tampered")
     with pytest.raises(CheckpointError, match="video.safetensors"):
         load_video_text_model(path)
@@ -137,3 +143,49 @@ def test_folded_patch_embedding_equals_the_convolution_over_frames_and_differenc
         plain = patchify_linear(stacked, conv.weight)
     torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
+
+
+GOOD_HEADER = {
+    "model_name": "tiny-clip",
+    "model_config": "{}",
+    "video_tower": '{"frames": 4}',
+    "info": "{}",
+}
+
+
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("video_tower", "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+        ("video_tower", "[1, 2]", "expected a JSON object, got an array"),
+        ("model_config", "5", "expected a JSON object, got a number"),
+        ("model_config", "{oops", "invalid JSON"),
+        ("model_config", None, "is missing"),
+    ],
+    ids=["deeply nested", "an array", "a number", "not JSON", "missing"],
+)
+def test_bad_header_json_names_the_file_and_field(tmp_path, field, value, problem):
+    from course_lib.clip.checkpoint import save_state_dict
+    from course_lib.clip.video_encoder import load_video_text_model
+    from course_lib.errors import CheckpointError
+
+    # a verified safetensors file (manifest written) whose header field is broken
+    header = {**GOOD_HEADER, field: value}
+    path = tmp_path / "video.safetensors"
+    save_state_dict({"w": torch.zeros(2)}, path, {k: v for k, v in header.items() if v is not None})
+    with pytest.raises(CheckpointError, match=problem) as refused:
+        load_video_text_model(path)
+    assert f"checkpoint {path}: header field '{field}'" in str(refused.value)
+    assert len(str(refused.value)) < 500  # the 200 KB value is not echoed
+
+
+def test_header_values_a_tower_config_refuses_name_the_file(tmp_path):
+    from course_lib.clip.checkpoint import save_state_dict
+    from course_lib.clip.video_encoder import load_video_text_model
+    from course_lib.errors import CheckpointError
+
+    path = tmp_path / "video.safetensors"
+    save_state_dict({"w": torch.zeros(2)}, path, {**GOOD_HEADER, "video_tower": '{"frames": "x"}'})
+    with pytest.raises(CheckpointError, match="does not describe a video-text model") as refused:
+        load_video_text_model(path)
+    assert str(path) in str(refused.value)
