@@ -101,7 +101,9 @@ def plot_video_strip(
         1e-6,
     )
     for k, (st, ed) in enumerate(windows or []):
-        tl.axvspan(st, ed, color="tab:green", alpha=0.35, lw=0, label="ground truth" if k == 0 else None)
+        tl.axvspan(
+            st, ed, color="tab:green", alpha=0.35, lw=0, label="ground truth" if k == 0 else None
+        )
     for k, (st, ed) in enumerate(predicted or []):
         tl.hlines(1.0, st, ed, color="tab:red", lw=4, label="predicted" if k == 0 else None)
     tl.plot(timestamps[keep], np.zeros(len(keep)), "|", color="k", ms=6)

@@ -181,7 +181,10 @@ def relative(path: Path, data_dir: Path) -> str:
 
 
 #: the committed encoders whose clip features the results read, by checkpoint file
-COMMITTED_ENCODERS = {"tiny_clip.safetensors": "tiny CLIP", "video_clip.safetensors": "video encoder"}
+COMMITTED_ENCODERS = {
+    "tiny_clip.safetensors": "tiny CLIP",
+    "video_clip.safetensors": "video encoder",
+}
 
 
 def committed_digest(data_dir: Path, checkpoint: str) -> str | None:
@@ -514,7 +517,14 @@ def run_detail(name: str, run: dict[str, Any]) -> str:
     table = markdown_table(["metric"] + [BLOCK_TITLES[b] for b in blocks], metric_rows(run, blocks))
     command = (run.get("command") or "").strip() or None
     return "\n".join(
-        [f"### `{name}` ({encoder_of(run)} encoder)", "", table, "", source_line([name], command), ""]
+        [
+            f"### `{name}` ({encoder_of(run)} encoder)",
+            "",
+            table,
+            "",
+            source_line([name], command),
+            "",
+        ]
     )
 
 
@@ -664,7 +674,9 @@ def corpus_section(path: Path, data_dir: Path) -> str:
             "",
             corpus_table(frame),
             "",
-            source_line([name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())),
+            source_line(
+                [name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())
+            ),
             "",
         ]
     )
@@ -746,7 +758,9 @@ def index_section(path: Path, data_dir: Path) -> str:
             "",
             markdown_table(header, index_rows(best_settings(frame)), left=4),
             "",
-            source_line([name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())),
+            source_line(
+                [name], index_commands(data_dir).get(path.relative_to(data_dir).as_posix())
+            ),
             "",
         ]
     )
