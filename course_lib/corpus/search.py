@@ -20,6 +20,8 @@ Final score of a candidate moment m in video v (per query; min-max over the quer
     score(m) = alpha * norm(s1(v)) + (1 - alpha) * norm(s2(m)),
     norm(x) = (x - min x) / (max x - min x)   (1 when all candidates tie)
 
+:func:`combine_scores` computes it; another function with its signature (a :data:`Fusion`) can
+take its place (``CoarseToFineSearch(fuse=...)``, ``rank_candidates(..., fuse=...)``).
 :func:`fit_alpha` chooses alpha on validation queries by grid search. :func:`exhaustive_search`
 runs the localiser on every video: the slow upper bound that stage 1 approximates.
 """
@@ -43,6 +45,9 @@ from course_lib.timeline import CLIP_LEN
 VideoMoments = Callable[[str, Any], Sequence[tuple[float, float, float]]]
 #: stage 1: query -> {vid: score}
 VideoScorer = Callable[[Any], Mapping[str, float]]
+#: score fusion over one query's candidates: (stage1, stage2, alpha) -> (N,) final scores, in
+#: the candidates' order (:func:`combine_scores`)
+Fusion = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 #: a metric of VCMR predictions (qid -> [[vid, st, ed, score], ...]) against corpus queries
 Metric = Callable[[Mapping, Sequence[Mapping]], float]
 
@@ -241,17 +246,25 @@ def _candidate_rows(vid: str, stage1: float, moments, per_video: int | None) -> 
     return [(vid, st, ed, stage1, s2) for st, ed, s2 in moments]
 
 
-def rank_candidates(candidates, alpha: float, top_n: int | None = 100):
-    """Score candidate moments with :func:`combine_scores` and rank them.
+def rank_candidates(
+    candidates, alpha: float, top_n: int | None = 100, fuse: Fusion = combine_scores
+):
+    """Score candidate moments with ``fuse`` (default :func:`combine_scores`) and rank them.
 
     Args:
         candidates: DataFrame with vid, start, end, stage1_score, stage2_score.
         alpha: weight of the (normalised) stage-1 score; NaN stage-1 scores count as 0 weight
             (the final score is then the normalised stage-2 score).
         top_n: keep the best ``top_n`` (None = all).
+        fuse: the score fusion, called once with the candidates' stage-1 and stage-2 scores
+            (NaN stage-1 scores as 0) and alpha; not called when there is no candidate.
 
     Returns:
-        DataFrame with :data:`RESULT_COLUMNS`, rank 1 first.
+        DataFrame with :data:`RESULT_COLUMNS`, rank 1 first: by score, ties by the higher
+        stage-2 score, then vid, then start.
+
+    Raises:
+        ValueError: ``fuse`` returned another number of scores than there are candidates.
     """
     import pandas as pd
 
@@ -259,7 +272,13 @@ def rank_candidates(candidates, alpha: float, top_n: int | None = 100):
     s1 = frame["stage1_score"].to_numpy(float)
     s2 = frame["stage2_score"].to_numpy(float)
     use_alpha = alpha if len(s1) and not np.isnan(s1).any() else 0.0
-    frame["score"] = combine_scores(np.nan_to_num(s1), s2, use_alpha) if len(frame) else []
+    scores = np.asarray(fuse(np.nan_to_num(s1), s2, use_alpha) if len(frame) else [], float)
+    if scores.shape != (len(frame),):
+        raise ValueError(
+            f"the score fusion returned shape {scores.shape} for {len(frame)} candidates; "
+            f"expected ({len(frame)},), one score per candidate in their order"
+        )
+    frame["score"] = scores
     frame = frame.sort_values(
         ["score", "stage2_score", "vid", "start"],
         ascending=[False, False, True, True],
@@ -297,6 +316,7 @@ class CoarseToFineSearch:
         top_k_videos: K, videos passed to stage 2.
         alpha: weight of stage 1 in the final score (see module docstring).
         moments_per_video: keep at most this many moments per video (None = all).
+        fuse: the score fusion of the two stages (default :func:`combine_scores`).
     """
 
     video_scorer: VideoScorer
@@ -304,6 +324,7 @@ class CoarseToFineSearch:
     top_k_videos: int = 10
     alpha: float = 0.5
     moments_per_video: int | None = 5
+    fuse: Fusion = combine_scores
 
     @classmethod
     def from_index(
@@ -329,7 +350,7 @@ class CoarseToFineSearch:
 
     def search(self, query: Any, top_n: int = 100):
         """Ranked moments of one query: DataFrame with :data:`RESULT_COLUMNS`."""
-        return rank_candidates(self.candidates(query), self.alpha, top_n)
+        return rank_candidates(self.candidates(query), self.alpha, top_n, self.fuse)
 
     def search_vcmr(self, queries: Mapping[Any, Any], top_n: int = 100) -> dict[Any, list]:
         """VCMR predictions ``{qid: [[vid, st, ed, score], ...]}`` for ``{qid: query}``."""

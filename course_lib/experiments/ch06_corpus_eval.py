@@ -38,8 +38,10 @@ from course_lib.corpus.proposals import merge_segments
 from course_lib.corpus.search import (
     CoarseToFineSearch,
     CorpusLocaliser,
+    Fusion,
     ProposalRefinementLocaliser,
     SegmentVideoScorer,
+    combine_scores,
     exhaustive_search,
     fit_alpha,
     to_vcmr,
@@ -277,8 +279,10 @@ def two_stage_search(
     config: EvalConfig,
     alpha: float = 0.5,
     moment_model: Any = None,
+    fuse: Fusion = combine_scores,
 ) -> CoarseToFineSearch:
-    """The coarse-to-fine search: segment-index stage 1, ``config.localiser`` stage 2."""
+    """The coarse-to-fine search: segment-index stage 1, ``config.localiser`` stage 2, and
+    ``fuse`` combining their scores (e.g. a learner's own fusion; default the library's)."""
     scorer = SegmentVideoScorer(index, query_vector, n_segments=config.n_segments)
     return CoarseToFineSearch(
         scorer,
@@ -286,6 +290,7 @@ def two_stage_search(
         top_k_videos=config.top_k_videos,
         alpha=alpha,
         moments_per_video=config.moments_per_video,
+        fuse=fuse,
     )
 
 

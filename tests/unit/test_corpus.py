@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+from fault_helpers import returns_within
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,6 +160,51 @@ def test_truncated_index_file_names_file(kind, tmp_path):
 def test_missing_files_raise_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.faiss"):
         SegmentIndex.load(tmp_path / "nothing.faiss")
+
+
+def _random_bytes(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+
+
+def _fifo(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.unlink()
+    os.mkfifo(path)  # faiss opening it would wait for a writer forever
+
+
+def _folder(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _bad_alloc(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss failing with another exception than RuntimeError (std::bad_alloc: MemoryError)."""
+    import faiss
+
+    def read_index(*args, **kwargs):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(faiss, "read_index", read_index)
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (_random_bytes, "is truncated or not a faiss index"),
+        (_fifo, "is a FIFO (named pipe), not a regular file"),
+        (_folder, "is a folder, not a regular file"),
+        (_bad_alloc, "is truncated or not a faiss index: std::bad_alloc"),
+    ],
+    ids=["random bytes", "fifo", "folder", "MemoryError"],
+)
+def test_index_file_faiss_cannot_read_is_named_never_waited_on(
+    tmp_path, monkeypatch, damage, problem
+):
+    path = tmp_path / "bad.faiss"
+    SegmentIndex.build(make_features()).save(path)
+    damage(path, monkeypatch)
+    outcome = returns_within(lambda: SegmentIndex.load(path), 10)
+    assert isinstance(outcome.get("error"), DataValidationError), outcome
+    assert str(path) in str(outcome["error"]) and problem in str(outcome["error"])
 
 
 # ---------------------------------------------------------------- incremental adds, deletion
@@ -372,6 +421,48 @@ def test_combine_scores_formula_and_fit_alpha():
     ]
     best, values = fit_alpha({0: cands}, gt, grid=[0.0, 0.25, 0.5, 0.75, 1.0])
     assert best == 0.75 and values[0.0] < values[0.75] == values[1.0]
+
+
+def test_score_fusion_is_pluggable():
+    """``fuse`` replaces combine_scores in rank_candidates and in the two-stage search."""
+    import pandas as pd
+
+    from course_lib.corpus import combine_scores
+
+    cands = pd.DataFrame(
+        {
+            "vid": ["a", "a", "b"],
+            "start": [0.0, 4.0, 0.0],
+            "end": [4.0, 8.0, 4.0],
+            "stage1_score": [0.9, 0.9, 0.1],
+            "stage2_score": [0.2, 0.6, 0.8],
+        }
+    )
+    seen = []
+
+    def stage2_only(stage1, stage2, alpha):
+        seen.append((stage1.tolist(), stage2.tolist(), alpha))
+        return stage2
+
+    default = rank_candidates(cands, alpha=0.5)
+    pd.testing.assert_frame_equal(rank_candidates(cands, 0.5, fuse=combine_scores), default)
+    ranked = rank_candidates(cands, 0.5, fuse=stage2_only)
+    assert ranked["vid"].tolist() == ["b", "a", "a"] and default["vid"].tolist()[0] == "a"
+    assert seen == [([0.9, 0.9, 0.1], [0.2, 0.6, 0.8], 0.5)]  # candidates' order, once
+    with pytest.raises(ValueError, match=r"returned shape \(2,\) for 3 candidates"):
+        rank_candidates(cands, 0.5, fuse=lambda s1, s2, a: s2[:2])
+    # the search passes its fuse on; with the default it ranks as before
+    feats, query = planted_corpus()
+    index = SegmentIndex.build(feats, CONFIGS["flat"])
+    engine = CoarseToFineSearch.from_index(index, feats, top_k_videos=5, alpha=0.8)
+
+    def swapped(stage1, stage2, alpha):
+        return combine_scores(stage2, stage1, alpha)
+
+    expected = rank_candidates(engine.candidates(query), 0.8, 20, fuse=swapped)
+    other = CoarseToFineSearch.from_index(index, feats, top_k_videos=5, alpha=0.8, fuse=swapped)
+    pd.testing.assert_frame_equal(other.search(query, top_n=20), expected)
+    assert not expected.equals(engine.search(query, top_n=20))
 
 
 def test_choose_nprobe_reaches_target_and_is_minimal():
