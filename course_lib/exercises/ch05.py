@@ -1,13 +1,17 @@
-"""Chapter 5 checkers: the recurrent loop of COREBA's Algorithm 1 and the saliency margin loss.
+"""Chapter 5 checkers: the recurrent loop of COREBA's Algorithm 1, the saliency head (eq. 7) and
+the saliency margin loss.
 
-References come from the library (:class:`course_lib.alignment.RecurrentAlignment`,
-:func:`course_lib.grounding.saliency_margin_loss`). The input makers build a small seeded CFC
-block in eval mode with 1-4 turns and padded batches, and saliency pairs that are already
-separated (hinge 0), violated, or marked invalid - including samples with no valid pair at all.
+References come from the library (:class:`course_lib.alignment.RecurrentAlignment`, the score of
+:class:`course_lib.alignment.heads.SaliencyEncoder`, :func:`course_lib.grounding.saliency_margin_loss`).
+The input makers build a small seeded CFC block in eval mode with 1-4 turns and padded batches;
+saliency-encoder outputs with padded clips full of garbage, batches of one and videos of a single
+clip, and seeded projections ``w_f``, ``w_s``; and saliency pairs that are already separated
+(hinge 0), violated, or marked invalid - including samples with no valid pair at all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -98,7 +102,91 @@ def check_recurrent_alignment(fn: Callable[..., tuple[torch.Tensor, torch.Tensor
         )
 
 
-# ----------------------------------------------------------------------------- 5.2 margin loss
+# ----------------------------------------------------------------------------- 5.2 saliency head
+def saliency_scores(
+    encoded: torch.Tensor, video_mask: torch.Tensor, w_f: nn.Linear, w_s: nn.Linear
+) -> torch.Tensor:
+    """Reference: the saliency score of every clip (COREBA eq. 7, QD-DETR's saliency predictor).
+
+    ``S_i = (F^_i w_f) . (t^_s w_s) / sqrt(d)`` for every real clip ``i``, 0 at padded clips: the
+    arithmetic of step 3 of :meth:`course_lib.alignment.heads.SaliencyEncoder.forward` (the
+    library divides by ``sqrt(d)``, as QD-DETR's code; the paper prints ``d``).
+
+    Args:
+        encoded: (B, 1 + T, d) output of the saliency encoder over ``[t_s ; F_v]``: position 0 is
+            the encoded saliency token ``t^_s``, positions 1..T the encoded clips ``F^``
+            (padded clips may hold anything).
+        video_mask: (B, T) bool, True = real clip.
+        w_f: ``nn.Linear(d, d)`` applied to the clips.
+        w_s: ``nn.Linear(d, d)`` applied to the saliency token.
+
+    Returns:
+        (B, T) scores, 0 at padded clips.
+    """
+    token, clips = encoded[:, 0], encoded[:, 1:]
+    scores = (w_f(clips) * w_s(token)[:, None]).sum(-1) / math.sqrt(encoded.shape[-1])
+    return scores.masked_fill(~video_mask, 0.0)
+
+
+def _seeded_linear(rng: np.random.Generator, d: int) -> nn.Linear:
+    """An ``nn.Linear(d, d)`` whose weights and bias come from ``rng`` (torch's RNG untouched)."""
+    layer = nn.utils.skip_init(nn.Linear, d, d)  # no default init: nothing drawn from torch
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(rng.normal(size=(d, d)) / math.sqrt(d)))
+        layer.bias.copy_(torch.tensor(rng.normal(size=d) * 0.5))
+    return layer
+
+
+def saliency_scores_inputs(seed: int = 0, trial: int = 0) -> tuple:
+    """Inputs of trial ``trial`` of Exercise 5.2: saliency-encoder outputs of 1-3 videos of 1-7
+    clips, width 4, 8 or 16, padded clips full of large garbage values, and two different seeded
+    projections. About a third of the trials are a batch of one, a quarter have a video of a
+    single clip, and some have no padding at all.
+
+    Args:
+        seed: seed of the check (the checker uses 0).
+        trial: trial number, from 0; the same (seed, trial) always gives the same inputs.
+
+    Returns:
+        ``(encoded, video_mask, w_f, w_s)``, the positional arguments of ``saliency_scores``.
+    """
+    rng = trial_rng(seed, trial)
+    b = 1 if rng.random() < 1 / 3 else int(rng.integers(2, 4))
+    t = 1 if rng.random() < 1 / 4 else int(rng.integers(2, 8))
+    d = int(rng.choice([4, 8, 16]))
+    # 1. real clips per video: at least one; the first video padded in most trials
+    n_real = rng.integers(1, t + 1, size=b)
+    if t > 1 and rng.random() < 0.6:
+        n_real[0] = rng.integers(1, t)
+    elif rng.random() < 0.5:
+        n_real[:] = t  # no padding at all
+    mask = np.arange(t)[None] < n_real[:, None]
+    # 2. encoder output [t_s ; clips]; padded clips hold garbage that a masked answer ignores
+    encoded = rng.normal(size=(b, 1 + t, d))
+    garbage = rng.normal(size=(b, t, d)) * 50.0 + 20.0
+    encoded[:, 1:] = np.where(mask[..., None], encoded[:, 1:], garbage)
+    return (
+        torch.tensor(encoded, dtype=torch.float32),
+        torch.tensor(mask),
+        _seeded_linear(rng, d),  # w_f
+        _seeded_linear(rng, d),  # w_s
+    )
+
+
+def check_saliency_scores(fn: Callable[..., torch.Tensor]) -> None:
+    """Exercise 5.2: compare ``fn`` with :func:`saliency_scores` on 30 random inputs."""
+    with torch.no_grad():
+        check(
+            fn,
+            saliency_scores,
+            saliency_scores_inputs,
+            name="Exercise 5.2: saliency_scores",
+            n=30,
+            atol=1e-5,
+        )
+
+
+# ----------------------------------------------------------------------------- 5.3 margin loss
 def margin_loss(
     scores: torch.Tensor,
     high_idx: torch.Tensor,
@@ -123,7 +211,7 @@ def margin_loss(
 
 
 def margin_loss_inputs(seed: int = 0, trial: int = 0) -> tuple:
-    """Inputs of trial ``trial`` of Exercise 5.2: scores with separated, violated and invalid pairs;
+    """Inputs of trial ``trial`` of Exercise 5.3: scores with separated, violated and invalid pairs;
     sometimes no valid pair at all.
 
     Args:
@@ -154,5 +242,5 @@ def margin_loss_inputs(seed: int = 0, trial: int = 0) -> tuple:
 
 
 def check_margin_loss(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 5.2: compare ``fn`` with :func:`margin_loss` on 40 random inputs."""
-    check(fn, margin_loss, margin_loss_inputs, name="Exercise 5.2: margin_loss", n=40, atol=1e-5)
+    """Exercise 5.3: compare ``fn`` with :func:`margin_loss` on 40 random inputs."""
+    check(fn, margin_loss, margin_loss_inputs, name="Exercise 5.3: margin_loss", n=40, atol=1e-5)
