@@ -2,7 +2,8 @@
 
 * :class:`SaliencyEncoder` runs a small transformer encoder over ``[t_s ; F_v]`` (saliency
   token + aligned video) and scores every clip by
-  ``S(x) = (F_x w_f) . (t_s w_s) / sqrt(d)`` (COREBA eq. 7, the QD-DETR saliency predictor).
+  ``S(x) = (F_x w_f) . (t_s w_s) / sqrt(d)`` (COREBA eq. 7 with QD-DETR's code's sqrt(d) scaling,
+  where the paper prints d).
 * :class:`MomentDecoder` is a DAB-DETR decoder: ``N_q`` learnable anchors ``(center, width)``,
   conditional positional queries from the anchors (sine embedding + MLP), cross-attention to
   the encoded video, and layer-by-layer anchor refinement in inverse-sigmoid space.

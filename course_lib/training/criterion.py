@@ -3,9 +3,9 @@
 COREBA eq. 8-11 (inherited from QD-DETR, Moon et al. CVPR 2023, Sec. 3.3-3.4)::
 
     L_mr   = w_span * L1(b, b^) + w_giou * (1 - gIoU(b, b^)) + w_label * CE(fg/bg)     (eq. 8)
-    L_hl   = w_margin * L_margin + w_rank * L_rank-contrastive                        (eq. 9)
-    L_neg  = w_neg * sum_clips -log(1 - sigmoid(S(v_b, q_{b+1})))                     (eq. 10)
-    L      = L_mr + L_hl + L_neg  (+ L_mr of every earlier decoder layer)            (eq. 11)
+    L_marg, L_neg = -log(1 - sigmoid(S(v_b, q_{b+1}))), L_cont (rank contrastive)     (eq. 9)
+    L_hl   = w_margin * L_marg + w_neg * L_neg + w_rank * L_cont                      (eq. 10)
+    L      = L_mr + L_hl  (+ L_mr of every earlier decoder layer)                    (eq. 11)
 
 Matched pairs come from :class:`course_lib.grounding.HungarianMatcher`; the individual losses are
 :mod:`course_lib.grounding.losses`. Negative pairs roll the queries by one position within the
@@ -62,7 +62,7 @@ def saliency_forward(
     """Clip saliency only (COREBA eq. 7): encoder + saliency head, no moment decoder.
 
     Mirrors :meth:`course_lib.alignment.CorebaModel.forward` up to the saliency scores, so the
-    negative pairs of eq. 10 do not pay for the decoder.
+    negative pairs of eq. 9 do not pay for the decoder.
 
     Returns:
         (B, T) saliency scores, 0 at padded clips.
@@ -125,7 +125,7 @@ class SetCriterion(nn.Module):
         return {f"{k}{suffix}": v for k, v in terms.items()}
 
     def saliency_terms(self, outputs: dict, batch: dict) -> dict:
-        """Margin ranking, rank-aware contrastive (eq. 9) and negative-pair (eq. 10) losses."""
+        """The three highlight losses of eq. 9 (margin, negative pair, rank-aware contrastive)."""
         c = self.config
         scores, mask = outputs["saliency_scores"], batch["video_mask"]
         # 1. margin ranking on sampled (high, low) pairs of real clips (mean annotator score)

@@ -42,7 +42,9 @@ def measured() -> dict:
     encoder = committed_encoder(info["encoder"], device="cpu", progress=False)
     features = toy_features(encoder, test)
     loaded = load_toy_checkpoint(features, stem=data_dir() / ACCEPTED_STEM)
-    assert loaded is not None, f"the committed checkpoint does not fit the {info['encoder']} encoder"
+    assert loaded is not None, (
+        f"the committed checkpoint does not fit the {info['encoder']} encoder"
+    )
     model, _ = loaded
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as scripts/train_coreba.py measured it
