@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from exercise_helpers import failure, stub
 
 from course_lib.authoring.make_student import make_student_notebook
 from course_lib.checks import ExerciseError
@@ -18,21 +19,10 @@ SOLUTION = Path(__file__).resolve().parents[2] / "solutions" / "03_moments_and_m
 
 
 # ----------------------------------------------------------------------------- helpers
-def stub(*args):
-    raise NotImplementedError("exercise")
-
-
 def brute_force_assignment(cost):
     """A correct learner answer: try every permutation (fine for n <= 6)."""
     n = cost.shape[0]
     return min(itertools.permutations(range(n)), key=lambda p: cost[np.arange(n), p].sum())
-
-
-def failure(checker, wrong):
-    """The message of ``checker(wrong)``, which must fail."""
-    with pytest.raises(ExerciseError) as info:
-        checker(wrong)
-    return str(info.value)
 
 
 # ----------------------------------------------------------------------------- 3.1 seconds -> (c, w)

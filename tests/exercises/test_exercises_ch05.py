@@ -8,24 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from exercise_helpers import failure, stub
 
 from course_lib.alignment.heads import SaliencyEncoder, clip_positions, sine_embedding
 from course_lib.authoring.make_student import make_student_notebook
-from course_lib.checks import ExerciseError, compare
+from course_lib.checks import compare
 from course_lib.exercises import ch05
 
 SOLUTION = Path(__file__).resolve().parents[2] / "solutions" / "05_recurrent_alignment.ipynb"
-
-
-def stub(*args):
-    raise NotImplementedError("exercise")
-
-
-def failure(checker, wrong):
-    """The message of ``checker(wrong)``, which must fail."""
-    with pytest.raises(ExerciseError) as info:
-        checker(wrong)
-    return str(info.value)
 
 
 # ----------------------------------------------------------------------------- planted mistakes

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from exercise_helpers import failure, stub
 
 from course_lib.authoring.make_student import make_student_notebook
 from course_lib.checks import ExerciseError
@@ -24,17 +25,6 @@ CHECKERS = [
     ch06.check_ndcg_at_k_iou,
     ch06.check_fuse_scores,
 ]
-
-
-def stub(*args):
-    raise NotImplementedError("exercise")
-
-
-def failure(checker, wrong):
-    """The message of ``checker(wrong)``, which must fail."""
-    with pytest.raises(ExerciseError) as info:
-        checker(wrong)
-    return str(info.value)
 
 
 @pytest.mark.parametrize("checker", CHECKERS)
