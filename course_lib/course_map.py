@@ -1,7 +1,7 @@
 """The chapter map of the course: one table used by notebook 00 and the README.
 
 :data:`CHAPTERS` are the chapters in reading order (notebook 00 draws and lists them);
-:data:`APPENDICES` are notebooks outside that path (the README's course map lists both).
+:data:`APPENDICES` are notebooks outside that path (notebook 00 and the README list both).
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ CHAPTERS: tuple[Chapter, ...] = (
         "synthetic videos, queries, windows, saliency",
         "toyworld, video, datasets",
     ),
-    Chapter("01", "CLIP features", "a tiny CLIP, frame/text features, caching", "clip"),
+    Chapter(
+        "01", "CLIP features", "a tiny CLIP, a video encoder that sees actions, caching", "clip"
+    ),
     Chapter(
         "02", "Coarse-to-fine similarity", "UCoFiA: 3 granularities, ISA, Sinkhorn", "similarity"
     ),
     Chapter(
         "03",
         "Moments and metrics",
-        "IoU, mAP, HIT@1, Hungarian matching",
+        "span coding, IoU / gIoU, mAP, HIT@1, Hungarian matching",
         "spans, metrics, grounding",
     ),
     Chapter(
@@ -44,11 +46,16 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "05", "Recurrent alignment", "COREBA RAM, training, joint MR + HD", "alignment, training"
     ),
-    Chapter("06", "Searching a collection", "faiss segment index, two-stage retrieval", "corpus"),
+    Chapter(
+        "06",
+        "Searching a collection",
+        "faiss segment index, two-stage retrieval, score fusion, VCMR R@K",
+        "corpus",
+    ),
     Chapter(
         "07",
         "Your moment search engine",
-        "index real video files, query, widget",
+        "index video files (video encoder + COREBA), query, widget",
         "search, widgets",
     ),
 )
