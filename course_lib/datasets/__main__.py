@@ -46,7 +46,7 @@ def jsonl_errors(
         else:
             problems = moment_record_errors(record, n - 1, require_labels=require_labels)
         ident = record.get(key)
-        if is_int(ident):  # other ids (lists, dicts ...) are reported above, not compared
+        if is_int(ident) or (isinstance(ident, str) and ident):  # others are reported above
             if ident in seen:
                 problems.append(
                     f"record {key}={ident!r}: field '{key}': duplicate of line {seen[ident]}"

@@ -60,10 +60,22 @@ def video_feature_path(root: str | os.PathLike, vid: str) -> Path:
     return store_path(root, vid, "video features")
 
 
-def query_feature_path(root: str | os.PathLike, qid: int) -> Path:
-    """``{root}/qid{qid}.npz``."""
+def query_feature_path(root: str | os.PathLike, qid: int | str) -> Path:
+    """``{root}/qid{qid}.npz`` (moment_detr's layout), for an int qid or a string qid.
+
+    String qids (Charades-STA, TaCoS releases) name files the same way; one that could leave
+    ``root`` (a path separator, ``..``, a NUL byte) or is empty is refused.
+    """
+    if isinstance(qid, str):
+        if not qid or qid in (".", "..") or any(ch in qid for ch in ("/", "\\", "\0")):
+            raise DataValidationError(
+                f"query features: qid {short_repr(qid)} cannot name a file inside {root}"
+            )
+        return Path(root) / f"qid{qid}.npz"
     if isinstance(qid, bool) or not isinstance(qid, (int, np.integer)):
-        raise DataValidationError(f"query features: qid must be an int, got {short_repr(qid)}")
+        raise DataValidationError(
+            f"query features: qid must be an int or a string, got {short_repr(qid)}"
+        )
     return Path(root) / f"qid{int(qid)}.npz"
 
 

@@ -226,6 +226,17 @@ def test_duplicate_qids():
         validate_moment_records([good_record(7), good_record(7)])
 
 
+def test_query_feature_path_names_int_and_string_qids_inside_the_root(tmp_path):
+    from course_lib.datasets import query_feature_path
+
+    assert query_feature_path(tmp_path, 7) == tmp_path / "qid7.npz"
+    assert query_feature_path(tmp_path, np.int64(7)) == tmp_path / "qid7.npz"
+    assert query_feature_path(tmp_path, "s30-d52_0") == tmp_path / "qids30-d52_0.npz"
+    for bad in ("", "../x", "a/b", "a\\b", "a\0b", True, 1.5, None):
+        with pytest.raises(DataValidationError, match="qid"):
+            query_feature_path(tmp_path, bad)
+
+
 def test_string_qids_are_accepted_as_the_official_scripts_do():
     # TaCoS in lighthouse's layout names its queries "{vid}_{n}"; moment_detr's and lighthouse's
     # evaluation use the qid only as a dict key, so a string qid is a valid moment record
@@ -575,6 +586,11 @@ def test_cli_main_in_process(tmp_path, capsys):
     dup = write_jsonl(tmp_path / "dup.jsonl", [good_record(3), good_record(3)])
     assert cli_main(["validate", str(dup)]) == 1
     assert "dup.jsonl:2:" in capsys.readouterr().out
+    named = dict(good_record(), qid="s30-d52_0")  # string qids (TaCoS) are compared too
+    dup_named = write_jsonl(tmp_path / "dup_named.jsonl", [named, named])
+    assert cli_main(["validate", str(dup_named)]) == 1
+    out = capsys.readouterr().out
+    assert "dup_named.jsonl:2:" in out and "duplicate of line 1" in out
     test_split = [{k: good_record()[k] for k in ("qid", "query", "vid", "duration")}]
     unlabelled = write_jsonl(tmp_path / "test.jsonl", test_split)
     assert cli_main(["validate", str(unlabelled)]) == 1
