@@ -536,17 +536,19 @@ def ablation_command(frame: pd.DataFrame, name: str) -> str | None:
         name: its file name; only ``coreba_ablation.csv`` is rebuilt.
 
     Returns:
-        The command, or None for another ablation file.
+        The command, or None for another ablation file. Rows with unequal seed counts (a grid
+        stopped early) come from ``--finished-only`` after the runs that finished.
     """
     if name != "coreba_ablation.csv":
         return None
-    seeds = int(frame["seeds"].max())
+    trained = frame.loc[frame["seeds"] > 0, "seeds"]  # the reference row has no seeds
     videos = int(frame["train videos"].iloc[0])
     epochs = int(frame["epochs"].iloc[0])
-    return (
-        f"python scripts/train_coreba.py --ablation --seeds {seeds} "
+    command = (
+        f"python scripts/train_coreba.py --ablation --seeds {int(trained.max())} "
         f"--train-videos {videos} --epochs {epochs}"
     )
+    return command if trained.nunique() == 1 else command + " --finished-only"
 
 
 def ablation_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
